@@ -1,0 +1,279 @@
+/*
+ * kafka_test.c: standalone checks of src/kafka.c against a real broker.
+ *
+ *   cc -O2 -Wall -Wextra -Werror -Isrc -o /tmp/kafka_test test/unit/kafka_test.c \
+ *      src/kafka.c -lrdkafka -lpthread
+ *   /tmp/kafka_test BROKERS [N]
+ *
+ * Uses topic recsys-unit-<pid> (auto-created by the broker or not: a missing topic
+ * only fails the describe check).  Prints TAP.  With N, also measures the producer's
+ * acknowledged events per second for N events.
+ */
+#include "kafka.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static int	failures = 0;
+static int	testno = 0;
+
+static void
+ok(int cond, const char *what)
+{
+	testno++;
+	printf("%sok %d - %s\n", cond ? "" : "not ", testno, what);
+	if (!cond)
+		failures++;
+}
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int
+never(void *arg)
+{
+	(void) arg;
+	return 0;
+}
+
+static int
+always(void *arg)
+{
+	(void) arg;
+	return 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *brokers = argc > 1 ? argv[1] : "127.0.0.1:19600";
+	long		nbench = argc > 2 ? atol(argv[2]) : 0;
+	char		topic[64],
+				txtopic[64],
+				err[512];
+	int			nb,
+				np,
+				rc,
+				i;
+	KafkaProducerOptions o = {0};
+	KafkaProducer *p;
+	KafkaConsumer *c;
+	KafkaMessage msgs[100];
+	int32_t		parts[3] = {0, 1, 2};
+	int64_t		offs[3] = {KAFKA_OFFSET_BEGINNING, KAFKA_OFFSET_BEGINNING, KAFKA_OFFSET_BEGINNING};
+	int64_t		lo,
+				hi;
+	int32_t		badp = -1;
+
+	snprintf(topic, sizeof(topic), "recsys-unit-%d", (int) getpid());
+	snprintf(txtopic, sizeof(txtopic), "recsys-unit-tx-%d", (int) getpid());
+
+	/* describe: a dead port fails within the timeout */
+	{
+		double		t0 = now_s();
+
+		rc = KafkaDescribe("127.0.0.1:1", NULL, topic, 1500, &nb, &np, err, sizeof(err));
+		ok(rc == -1 && now_s() - t0 < 3.0, "describe of a dead broker fails within the timeout");
+		printf("# %s\n", err);
+	}
+	rc = KafkaDescribe(brokers, "socket.keepalive.enable=true, client.id = x\n", topic,
+					   5000, &nb, &np, err, sizeof(err));
+	ok(rc == 0 && nb == 1 && np == 0, "describe: one broker, topic absent");
+	rc = KafkaDescribe(brokers, "no.such.property=secret", topic, 5000, &nb, &np, err, sizeof(err));
+	ok(rc == -1 && strstr(err, "no.such.property") && !strstr(err, "secret"),
+	   "describe: bad property named, value hidden");
+	printf("# %s\n", err);
+
+	/* producer: 1000 keyed events */
+	o.brokers = brokers;
+	o.topic = topic;
+	o.timeout_ms = 10000;
+	o.interrupt = never;
+	p = KafkaProducerNew(&o, err, sizeof(err));
+	ok(p != NULL, "producer created");
+	if (!p)
+	{
+		printf("# %s\n", err);
+		return 1;
+	}
+	for (i = 0; i < 1000; i++)
+	{
+		char		k[32],
+					v[128];
+		int			kl = snprintf(k, sizeof(k), "%d", i % 17);
+		int			vl = snprintf(v, sizeof(v), "{\"event_id\":%d}", i);
+
+		if (KafkaProduce(p, k, kl, v, vl) != KAFKA_OK)
+			break;
+	}
+	rc = KafkaProducerFlush(p, -1);
+	ok(rc == KAFKA_OK && KafkaProducerAcked(p) == 1000 && KafkaProducerFailed(p) == 0,
+	   "1000 events acknowledged");
+	KafkaProducerFree(p);
+
+	rc = KafkaDescribe(brokers, NULL, topic, 5000, &nb, &np, err, sizeof(err));
+	ok(rc == 0 && np >= 1, "describe: topic exists now");
+	printf("# partitions %d\n", np);
+
+	/* consumer: read everything back from the beginning */
+	c = KafkaConsumerNew(brokers, NULL, topic, NULL, never, NULL, err, sizeof(err));
+	ok(c != NULL, "consumer created");
+	{
+		int			n_part = 0;
+		long		total = 0;
+		double		t0 = now_s();
+
+		KafkaConsumerPartitions(c, 5000, &n_part, err, sizeof(err));
+		ok(n_part == np, "consumer sees the partition count");
+		KafkaConsumerAssign(c, n_part, parts, offs, err, sizeof(err));
+		while (total < 1000 && now_s() - t0 < 20)
+		{
+			rc = KafkaConsumerPoll(c, msgs, 100, 1000, &badp, err, sizeof(err));
+			if (rc < 0)
+			{
+				printf("# poll: %s\n", err);
+				break;
+			}
+			total += rc;
+		}
+		ok(total == 1000, "consumer read back 1000 events");
+		hi = -1;
+		{
+			long		sum = 0;
+
+			for (i = 0; i < n_part; i++)
+			{
+				KafkaConsumerWatermarks(c, i, &lo, &hi, 5000, err, sizeof(err));
+				sum += hi - lo;
+			}
+			ok(sum == 1000, "watermarks add up to 1000");
+		}
+		{
+			int64_t		pos = -1;
+
+			KafkaConsumerPosition(c, 0, &pos);
+			KafkaConsumerWatermarks(c, 0, &lo, &hi, 5000, err, sizeof(err));
+			ok(pos == hi, "position of partition 0 is its high watermark");
+		}
+		/* out of range */
+		{
+			int32_t		p0 = 0;
+			int64_t		off = hi + 1000;
+
+			KafkaConsumerAssign(c, 1, &p0, &off, err, sizeof(err));
+			rc = KafkaConsumerPoll(c, msgs, 10, 5000, &badp, err, sizeof(err));
+			ok(rc == KAFKA_OUT_OF_RANGE && badp == 0, "offset out of range reported");
+			printf("# %s\n", err);
+		}
+	}
+	KafkaConsumerFree(c);
+
+	/* transactions: aborted events are invisible to read_committed consumers */
+	o.topic = txtopic;
+	o.transactional_id = "recsys-unit-txn";
+	p = KafkaProducerNew(&o, err, sizeof(err));
+	ok(p != NULL, "transactional producer created");
+	if (p)
+	{
+		KafkaBeginTransaction(p);
+		for (i = 0; i < 10; i++)
+			KafkaProduce(p, "a", 1, "aborted", 7);
+		KafkaProducerFlush(p, -1);
+		ok(KafkaAbortTransaction(p) == KAFKA_OK, "transaction aborted");
+		KafkaBeginTransaction(p);
+		for (i = 0; i < 5; i++)
+			KafkaProduce(p, "c", 1, "committed", 9);
+		ok(KafkaCommitTransaction(p) == KAFKA_OK, "transaction committed");
+		KafkaProducerFree(p);
+		c = KafkaConsumerNew(brokers, NULL, txtopic, NULL, never, NULL, err, sizeof(err));
+		{
+			int			n_part = 0,
+						ncommitted = 0,
+						naborted = 0;
+			double		t0 = now_s();
+
+			KafkaConsumerPartitions(c, 5000, &n_part, err, sizeof(err));
+			KafkaConsumerAssign(c, n_part, parts, offs, err, sizeof(err));
+			while (now_s() - t0 < 5)
+			{
+				rc = KafkaConsumerPoll(c, msgs, 100, 500, &badp, err, sizeof(err));
+				for (i = 0; i < rc; i++)
+				{
+					if (msgs[i].value_len == 9)
+						ncommitted++;
+					else
+						naborted++;
+				}
+				if (ncommitted == 5)
+					break;
+			}
+			ok(ncommitted == 5 && naborted == 0, "read_committed sees only the committed 5");
+		}
+		KafkaConsumerFree(c);
+	}
+
+	/* interrupt callback stops a wait on a dead broker */
+	{
+		KafkaProducerOptions d = {0};
+		double		t0;
+
+		d.brokers = "127.0.0.1:1";
+		d.topic = topic;
+		d.timeout_ms = 30000;
+		d.interrupt = always;
+		p = KafkaProducerNew(&d, err, sizeof(err));
+		KafkaProduce(p, "k", 1, "v", 1);
+		t0 = now_s();
+		rc = KafkaProducerFlush(p, -1);
+		ok(rc == KAFKA_INTERRUPTED && now_s() - t0 < 1.0, "interrupt stops the flush");
+		KafkaProducerFree(p);
+
+		d.interrupt = never;
+		d.timeout_ms = 2000;
+		p = KafkaProducerNew(&d, err, sizeof(err));
+		KafkaProduce(p, "k", 1, "v", 1);
+		t0 = now_s();
+		rc = KafkaProducerFlush(p, -1);
+		ok(rc != KAFKA_OK && now_s() - t0 < 4.0, "dead broker: flush fails within the timeout");
+		printf("# %s\n", KafkaProducerError(p));
+		KafkaProducerFree(p);
+	}
+
+	if (nbench > 0)
+	{
+		double		t0;
+		char		v[128];
+
+		o.topic = topic;
+		o.transactional_id = NULL;
+		p = KafkaProducerNew(&o, err, sizeof(err));
+		t0 = now_s();
+		for (i = 0; i < nbench; i++)
+		{
+			char		k[24];
+			int			kl = snprintf(k, sizeof(k), "%d", i % 100000);
+			int			vl = snprintf(v, sizeof(v),
+									  "{\"event_id\":%ld,\"user_id\":%d,\"movie_id\":%d,\"rating\":%.1f,\"ts\":%d}",
+									  10000000000L + i, i % 100000, i % 50000, (i % 10 + 1) / 2.0, 1112486027 + i);
+
+			if (KafkaProduce(p, k, kl, v, vl) != KAFKA_OK)
+				break;
+		}
+		rc = KafkaProducerFlush(p, 60000);
+		printf("# bench: %ld acked, %ld failed in %.2f s: %.0f events/s\n",
+			   (long) KafkaProducerAcked(p), (long) KafkaProducerFailed(p), now_s() - t0,
+			   KafkaProducerAcked(p) / (now_s() - t0));
+		KafkaProducerFree(p);
+	}
+	printf("1..%d\n", testno);
+	return failures ? 1 : 0;
+}
