@@ -13,7 +13,9 @@
  * - Error texts name the failing operation and librdkafka's reason, never a property
  *   value: properties may carry SASL passwords or TLS keys.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "kafka.h"
 
 #include <ctype.h>

@@ -1,0 +1,35 @@
+# recsys: PGXS build. `make && sudo make install`, then `make installcheck` against a
+# server that preloads recsys (test/stack.sh starts one).
+
+MODULE_big = recsys
+OBJS = src/recsys.o src/guc.o src/secrets.o src/health.o src/redis.o src/http.o src/kafka.o src/s3.o src/ingest.o src/archiver.o
+
+EXTENSION = recsys
+DATA_built = sql/recsys--0.1.0.sql
+
+REGRESS = install settings health secrets
+REGRESS_OPTS = --load-extension=recsys --dbname=recsys_regression
+
+PG_CONFIG ?= pg_config
+
+PG_CPPFLAGS = -I$(srcdir)/src $(shell xml2-config --cflags 2>/dev/null || echo -I/usr/include/libxml2)
+# Our own code builds warning-free; the few -Wno- flags silence what PostgreSQL's own
+# headers trip under -Wextra.
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+	-Wno-missing-field-initializers -Wno-cast-function-type
+SHLIB_LINK = -lcsv -ljansson -lxml2 -lz -lcurl -lcrypto -lrdkafka -lhiredis -lpthread
+
+EXTRA_CLEAN = sql/recsys--0.1.0.sql
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The install script is built from one file per concern, in name order.
+sql/recsys--0.1.0.sql: $(sort $(wildcard sql/install/*.sql))
+	cat $^ > $@
+
+
+# The full suite: pg_regress and the integration tests against test/stack.sh.
+.PHONY: test
+test:
+	test/run.sh

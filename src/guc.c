@@ -1,0 +1,180 @@
+/*
+ * guc.c: every recsys.* setting, defined in one place.
+ *
+ * Where a setting is read:
+ * - connection settings (brokers, endpoints, URLs) are PGC_SUSET: the server's
+ *   configuration applies to every backend and worker, and a superuser may override
+ *   them in a session (tests and health checks do);
+ * - settings that shape shared memory or the set of workers are PGC_POSTMASTER;
+ * - recsys.secrets_file is PGC_SIGHUP: only the server's configuration names it.
+ * Secrets themselves are never settings (see secrets.c).
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "guc.h"
+
+char	   *recsys_database = NULL;
+char	   *recsys_kafka_brokers = NULL;
+char	   *recsys_kafka_topic = NULL;
+char	   *recsys_kafka_properties = NULL;
+int			recsys_kafka_timeout_ms = 10000;
+int			recsys_archive_flush_events = 100000;
+int			recsys_archive_flush_interval_ms = 5000;
+int			recsys_archiver_workers = 1;
+char	   *recsys_s3_endpoint = NULL;
+char	   *recsys_s3_bucket = NULL;
+char	   *recsys_s3_region = NULL;
+int			recsys_s3_timeout_ms = 10000;
+char	   *recsys_archive_dir = NULL;
+char	   *recsys_redis_url = NULL;
+int			recsys_redis_timeout_ms = 2000;
+int			recsys_cache_ttl_s = 3600;
+char	   *recsys_llm_endpoint = NULL;
+char	   *recsys_llm_model = NULL;
+int			recsys_llm_timeout_ms = 10000;
+char	   *recsys_secrets_file = NULL;
+
+static bool check_kafka_properties(char **newval, void **extra, GucSource source);
+
+/* Define every recsys.* setting and reserve the prefix. */
+void
+GucInit(void)
+{
+	DefineCustomStringVariable("recsys.database",
+							   "Database the recsys background workers connect to.",
+							   "The database where CREATE EXTENSION recsys was run.",
+							   &recsys_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("recsys.kafka_brokers",
+							   "Kafka bootstrap servers (host:port,...); empty for the embedded queue table.",
+							   "When empty, events go to the table recsys.event_queue.",
+							   &recsys_kafka_brokers, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("recsys.kafka_topic",
+							   "Kafka topic that carries rating events.",
+							   NULL,
+							   &recsys_kafka_topic, "recsys-events",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("recsys.kafka_properties",
+							   "Extra librdkafka properties, as key=value pairs separated by commas.",
+							   "For SASL and TLS settings. Passwords belong in recsys.secrets_file.",
+							   &recsys_kafka_properties, "",
+							   PGC_SUSET, 0, check_kafka_properties, NULL, NULL);
+	DefineCustomIntVariable("recsys.kafka_timeout",
+							"Longest wait for Kafka: metadata, delivery, flush.",
+							NULL,
+							&recsys_kafka_timeout_ms, 10000, 100, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("recsys.archive_flush_events",
+							"Events per partition that make the archiver write an object.",
+							NULL,
+							&recsys_archive_flush_events, 100000, 1, 100000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.archive_flush_interval",
+							"Longest time the archiver holds events before writing an object.",
+							NULL,
+							&recsys_archive_flush_interval_ms, 5000, 10, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.archiver_workers",
+							"Number of archiver background workers; each owns a share of the partitions.",
+							NULL,
+							&recsys_archiver_workers, 1, 0, 64,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("recsys.s3_endpoint",
+							   "S3 endpoint URL (https://s3.amazonaws.com, http://127.0.0.1:9000); empty for a local directory.",
+							   "When empty, the archive is written to recsys.archive_dir.",
+							   &recsys_s3_endpoint, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("recsys.s3_bucket",
+							   "S3 bucket of the event archive.",
+							   NULL,
+							   &recsys_s3_bucket, "recsys",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("recsys.s3_region",
+							   "S3 region used in request signatures.",
+							   NULL,
+							   &recsys_s3_region, "us-east-1",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.s3_timeout",
+							"Longest wait for one S3 request.",
+							NULL,
+							&recsys_s3_timeout_ms, 10000, 100, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomStringVariable("recsys.archive_dir",
+							   "Local archive directory used when recsys.s3_endpoint is empty.",
+							   "Relative paths are taken from the data directory.",
+							   &recsys_archive_dir, "recsys_archive",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("recsys.redis_url",
+							   "Redis URL for the recommendation cache (redis://host:port[/db]); empty for no cache.",
+							   "A password belongs in recsys.secrets_file (redis_password), not in the URL.",
+							   &recsys_redis_url, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.redis_timeout",
+							"Longest wait for one Redis connection or reply.",
+							NULL,
+							&recsys_redis_timeout_ms, 2000, 10, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.cache_ttl",
+							"Lifetime of a cached recommendation list.",
+							NULL,
+							&recsys_cache_ttl_s, 3600, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("recsys.llm_endpoint",
+							   "Base URL of an OpenAI-compatible API (https://api.openai.com/v1); empty for in-database ranking only.",
+							   NULL,
+							   &recsys_llm_endpoint, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("recsys.llm_model",
+							   "Model name sent to the LLM endpoint.",
+							   NULL,
+							   &recsys_llm_model, "gpt-4o-mini",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.llm_timeout",
+							"Longest wait for one LLM request.",
+							NULL,
+							&recsys_llm_timeout_ms, 10000, 100, INT_MAX,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("recsys.secrets_file",
+							   "File with the S3 keys, LLM API key and passwords (key=value lines).",
+							   "It must belong to the server's OS user and be readable by it alone.",
+							   &recsys_secrets_file, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("recsys");
+}
+
+/* Return recsys.archive_dir as an absolute path (palloc'd). */
+char *
+GucArchiveDir(void)
+{
+	if (recsys_archive_dir == NULL || recsys_archive_dir[0] == '\0')
+		return psprintf("%s/recsys_archive", DataDir);
+	if (is_absolute_path(recsys_archive_dir))
+		return pstrdup(recsys_archive_dir);
+	return psprintf("%s/%s", DataDir, recsys_archive_dir);
+}
+
+/* Refuse properties that would put a secret into a setting. */
+static bool
+check_kafka_properties(char **newval, void **extra, GucSource source)
+{
+	if (*newval && (strstr(*newval, "password") || strstr(*newval, "secret")))
+	{
+		GUC_check_errmsg("recsys.kafka_properties must not carry passwords or secrets");
+		GUC_check_errhint("Put sasl.password and other secrets in recsys.secrets_file as kafka.<property>=<value>.");
+		return false;
+	}
+	return true;
+}
