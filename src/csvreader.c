@@ -1,0 +1,515 @@
+/*
+ * csvreader.c: streaming CSV reader over libcsv (plain C; see csvreader.h).
+ *
+ * Design: the file is read in CSV_BUFSIZE blocks and handed to libcsv one physical
+ * line at a time (memchr for '\n'), which gives line numbers and each record's raw
+ * text for free.  Only '\n' ends a record (libcsv's term function); '\r' counts as a
+ * space, so the CR of a CRLF line end is trimmed like trailing blanks, while a CR
+ * inside quotes is kept.  libcsv's field callback copies each field into an arena
+ * owned by the reader; its record callback marks the record complete, and the pull
+ * API returns it.  The arena and the raw buffer are reused for every record, so
+ * memory stays at one block plus the largest record (capped at CSV_MAX_RECORD).
+ */
+#define _GNU_SOURCE
+#include "csvreader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csv.h>
+
+#define CSV_BUFSIZE		(1024 * 1024)
+
+struct CsvReader
+{
+	int			fd;
+	char	   *path;
+	int64_t		size;
+	int64_t		consumed;		/* bytes handed to libcsv */
+	struct csv_parser parser;
+
+	char	   *buf;			/* read buffer */
+	size_t		pos;			/* next byte to feed */
+	size_t		len;			/* bytes in buf */
+	bool		eof;			/* read() returned 0 */
+	bool		finished;		/* csv_fini done */
+	bool		first_block;	/* BOM check pending */
+
+	int64_t		line;			/* number of the line being fed (1-based) */
+
+	/* the record being assembled */
+	char	   *arena;
+	size_t		arena_used;
+	size_t		arena_size;
+	size_t	   *offsets;
+	size_t	   *lens;
+	int			nfields;
+	int			maxfields;
+	bool		utf8_ok;
+	bool		complete;
+	bool		overflow;		/* out of memory or record too long */
+	char		raw[CSV_RAW_MAX + 1];
+	size_t		raw_len;
+
+	CsvRecord	rec;
+	char	  **fieldptrs;
+};
+
+static void field_cb(void *data, size_t len, void *arg);
+static void record_cb(int c, void *arg);
+static int	is_space(unsigned char c);
+static int	is_term(unsigned char c);
+static void record_reset(CsvReader *r);
+static void raw_append(CsvReader *r, const char *s, size_t n);
+static int	fill(CsvReader *r, char *err, size_t errlen);
+static void set_err(char *err, size_t errlen, const char *fmt,...)
+			__attribute__((format(printf, 3, 4)));
+
+/* Format a message into err. */
+static void
+set_err(char *err, size_t errlen, const char *fmt,...)
+{
+	va_list		ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* Blanks around unquoted fields, and the CR of CRLF. */
+static int
+is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\r';
+}
+
+/* Only LF ends a record (a CR before it is a space). */
+static int
+is_term(unsigned char c)
+{
+	return c == '\n';
+}
+
+/* Return true when buf[0..len) is valid UTF-8. */
+bool
+CsvValidUtf8(const char *buf, size_t len)
+{
+	const unsigned char *s = (const unsigned char *) buf;
+	const unsigned char *end = s + len;
+
+	while (s < end)
+	{
+		unsigned char c = *s;
+
+		if (c < 0x80)
+		{
+			s++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+		{
+			if (end - s < 2 || (s[1] & 0xC0) != 0x80)
+				return false;
+			s += 2;
+		}
+		else if (c >= 0xE0 && c <= 0xEF)
+		{
+			if (end - s < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80)
+				return false;
+			if (c == 0xE0 && s[1] < 0xA0)
+				return false;	/* overlong */
+			if (c == 0xED && s[1] > 0x9F)
+				return false;	/* surrogate */
+			s += 3;
+		}
+		else if (c >= 0xF0 && c <= 0xF4)
+		{
+			if (end - s < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 ||
+				(s[3] & 0xC0) != 0x80)
+				return false;
+			if (c == 0xF0 && s[1] < 0x90)
+				return false;	/* overlong */
+			if (c == 0xF4 && s[1] > 0x8F)
+				return false;	/* above U+10FFFF */
+			s += 4;
+		}
+		else
+			return false;
+	}
+	return true;
+}
+
+/* libcsv field callback: copy the field into the arena. */
+static void
+field_cb(void *data, size_t len, void *arg)
+{
+	CsvReader  *r = (CsvReader *) arg;
+
+	if (r->overflow)
+		return;
+	if (r->nfields == r->maxfields)
+	{
+		int			n = r->maxfields * 2;
+		size_t	   *o = realloc(r->offsets, n * sizeof(size_t));
+		size_t	   *l;
+
+		if (o == NULL)
+		{
+			r->overflow = true;
+			return;
+		}
+		r->offsets = o;
+		l = realloc(r->lens, n * sizeof(size_t));
+		if (l == NULL)
+		{
+			r->overflow = true;
+			return;
+		}
+		r->lens = l;
+		r->maxfields = n;
+	}
+	if (r->arena_used + len + 1 > r->arena_size)
+	{
+		size_t		n = r->arena_size;
+		char	   *a;
+
+		while (r->arena_used + len + 1 > n)
+			n *= 2;
+		if (n > 2 * CSV_MAX_RECORD + 1024 || (a = realloc(r->arena, n)) == NULL)
+		{
+			r->overflow = true;
+			return;
+		}
+		r->arena = a;
+		r->arena_size = n;
+	}
+	if (len > 0)
+		memcpy(r->arena + r->arena_used, data, len);
+	r->arena[r->arena_used + len] = '\0';
+	if (r->utf8_ok && !CsvValidUtf8(data, len))
+		r->utf8_ok = false;
+	r->offsets[r->nfields] = r->arena_used;
+	r->lens[r->nfields] = len;
+	r->nfields++;
+	r->arena_used += len + 1;
+}
+
+/* libcsv record callback: the record is complete. */
+static void
+record_cb(int c, void *arg)
+{
+	CsvReader  *r = (CsvReader *) arg;
+
+	(void) c;
+	r->complete = true;
+}
+
+/* Forget the previous record. */
+static void
+record_reset(CsvReader *r)
+{
+	r->nfields = 0;
+	r->arena_used = 0;
+	r->utf8_ok = true;
+	r->complete = false;
+	r->raw_len = 0;
+	r->rec.line = r->line;
+}
+
+/* Keep up to CSV_RAW_MAX bytes of the record's text. */
+static void
+raw_append(CsvReader *r, const char *s, size_t n)
+{
+	size_t		room = CSV_RAW_MAX - r->raw_len;
+
+	if (n > room)
+		n = room;
+	memcpy(r->raw + r->raw_len, s, n);
+	r->raw_len += n;
+}
+
+/* Open a file for reading. */
+CsvReader *
+CsvReaderOpen(const char *path, char *err, size_t errlen)
+{
+	CsvReader  *r;
+	struct stat st;
+	int			fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+	{
+		set_err(err, errlen, "could not open file \"%s\" for reading: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0)
+	{
+		set_err(err, errlen, "could not stat file \"%s\": %s", path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	if (S_ISDIR(st.st_mode))
+	{
+		set_err(err, errlen, "\"%s\" is a directory", path);
+		close(fd);
+		return NULL;
+	}
+	r = calloc(1, sizeof(CsvReader));
+	if (r == NULL)
+		goto oom;
+	r->fd = fd;
+	r->size = S_ISREG(st.st_mode) ? (int64_t) st.st_size : -1;
+	r->path = strdup(path);
+	r->buf = malloc(CSV_BUFSIZE);
+	r->arena_size = 4096;
+	r->arena = malloc(r->arena_size);
+	r->maxfields = 16;
+	r->offsets = malloc(r->maxfields * sizeof(size_t));
+	r->lens = malloc(r->maxfields * sizeof(size_t));
+	if (!r->path || !r->buf || !r->arena || !r->offsets || !r->lens ||
+		csv_init(&r->parser, CSV_APPEND_NULL) != 0)
+	{
+		CsvReaderClose(r);
+		set_err(err, errlen, "out of memory");
+		return NULL;
+	}
+	csv_set_space_func(&r->parser, is_space);
+	csv_set_term_func(&r->parser, is_term);
+	r->first_block = true;
+	r->line = 1;
+	record_reset(r);
+#ifdef POSIX_FADV_SEQUENTIAL
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+	return r;
+
+oom:
+	close(fd);
+	set_err(err, errlen, "out of memory");
+	return NULL;
+}
+
+/* Move unfed bytes to the front and read more; -1 on a read error. */
+static int
+fill(CsvReader *r, char *err, size_t errlen)
+{
+	ssize_t		n;
+
+	if (r->pos > 0)
+	{
+		memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+		r->len -= r->pos;
+		r->pos = 0;
+	}
+	do
+		n = read(r->fd, r->buf + r->len, CSV_BUFSIZE - r->len);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+	{
+		set_err(err, errlen, "could not read file \"%s\": %s", r->path, strerror(errno));
+		return -1;
+	}
+	if (n == 0)
+		r->eof = true;
+	r->len += n;
+	if (r->first_block && r->len >= 3)
+	{
+		r->first_block = false;
+		if ((unsigned char) r->buf[0] == 0xEF && (unsigned char) r->buf[1] == 0xBB &&
+			(unsigned char) r->buf[2] == 0xBF)
+		{
+			r->pos = 3;
+			r->consumed = 3;
+		}
+	}
+	else if (r->eof)
+		r->first_block = false;
+	return 0;
+}
+
+/* Return the next record. */
+int
+CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
+{
+	if (r->complete)
+		record_reset(r);
+
+	while (!r->complete)
+	{
+		char	   *start;
+		char	   *nl;
+		size_t		avail,
+					n;
+		bool		whole_line;
+
+		if (r->finished)
+			return 0;
+		avail = r->len - r->pos;
+		start = r->buf + r->pos;
+		nl = avail > 0 ? memchr(start, '\n', avail) : NULL;
+		if (nl == NULL && !r->eof && (r->pos > 0 || r->len < CSV_BUFSIZE))
+		{
+			if (fill(r, err, errlen) != 0)
+				return -1;
+			continue;
+		}
+		if (nl == NULL && avail == 0 && r->eof)
+		{
+			/* end of input: flush a last record without a line end */
+			if (csv_fini(&r->parser, field_cb, record_cb, r) != 0)
+			{
+				set_err(err, errlen, "could not parse file \"%s\" at line %lld: %s",
+						r->path, (long long) r->line, csv_strerror(csv_error(&r->parser)));
+				return -1;
+			}
+			r->finished = true;
+			if (!r->complete)
+				return 0;
+			break;
+		}
+		whole_line = nl != NULL;
+		n = whole_line ? (size_t) (nl - start) + 1 : avail;
+
+		/* a record starts here unless one is already under way */
+		if (r->nfields == 0 && r->parser.pstate == 0)
+		{
+			r->rec.line = r->line;
+			r->raw_len = 0;
+		}
+		{
+			size_t		rn = n;
+
+			if (whole_line)
+			{
+				/* keep the line end inside a multi-line record, drop the final one */
+				rn--;
+				if (rn > 0 && start[rn - 1] == '\r')
+					rn--;
+			}
+			raw_append(r, start, rn);
+		}
+		if (csv_parse(&r->parser, start, n, field_cb, record_cb, r) != n)
+		{
+			set_err(err, errlen, "could not parse file \"%s\" at line %lld: %s",
+					r->path, (long long) r->line, csv_strerror(csv_error(&r->parser)));
+			return -1;
+		}
+		r->pos += n;
+		r->consumed += n;
+		if (whole_line)
+		{
+			r->line++;
+			if (!r->complete)
+				raw_append(r, "\n", 1);
+		}
+		if (r->overflow || r->arena_used + r->parser.entry_pos > CSV_MAX_RECORD)
+		{
+			set_err(err, errlen, "record at line %lld of file \"%s\" is longer than %d bytes",
+					(long long) r->rec.line, r->path, CSV_MAX_RECORD);
+			return -1;
+		}
+	}
+
+	/* hand out the record */
+	{
+		int			i;
+
+		if (r->nfields > 0)
+		{
+			char	  **fp = realloc(r->fieldptrs, r->maxfields * sizeof(char *));
+
+			if (fp == NULL)
+			{
+				set_err(err, errlen, "out of memory");
+				return -1;
+			}
+			r->fieldptrs = fp;
+		}
+		for (i = 0; i < r->nfields; i++)
+			r->fieldptrs[i] = r->arena + r->offsets[i];
+		/* the raw buffer ends with the line end of the last line: trim it */
+		while (r->raw_len > 0 && (r->raw[r->raw_len - 1] == '\n' || r->raw[r->raw_len - 1] == '\r'))
+			r->raw_len--;
+		r->raw[r->raw_len] = '\0';
+		r->rec.nfields = r->nfields;
+		r->rec.fields = r->fieldptrs;
+		r->rec.lens = r->lens;
+		r->rec.raw = r->raw;
+		r->rec.raw_len = r->raw_len;
+		r->rec.utf8_ok = r->utf8_ok;
+		*rec = &r->rec;
+	}
+	return 1;
+}
+
+/* Read the header and map names to column indexes. */
+int
+CsvReaderHeader(CsvReader *r, int n, const char *const *names, int *index,
+				char *err, size_t errlen)
+{
+	CsvRecord  *rec;
+	int			rc = CsvReaderNext(r, &rec, err, errlen);
+	int			i,
+				j;
+
+	if (rc < 0)
+		return -1;
+	if (rc == 0)
+	{
+		set_err(err, errlen, "file \"%s\" is empty: a header line is expected", r->path);
+		return -1;
+	}
+	if (!rec->utf8_ok)
+	{
+		set_err(err, errlen, "header of file \"%s\" is not valid UTF-8", r->path);
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+	{
+		index[i] = -1;
+		for (j = 0; j < rec->nfields; j++)
+			if (strcmp(rec->fields[j], names[i]) == 0)
+			{
+				index[i] = j;
+				break;
+			}
+	}
+	return 0;
+}
+
+int64_t
+CsvReaderBytesRead(const CsvReader *r)
+{
+	return r->consumed;
+}
+
+int64_t
+CsvReaderSize(const CsvReader *r)
+{
+	return r->size;
+}
+
+/* Close the file and free everything. */
+void
+CsvReaderClose(CsvReader *r)
+{
+	if (r == NULL)
+		return;
+	if (r->fd >= 0)
+		close(r->fd);
+	csv_free(&r->parser);
+	free(r->path);
+	free(r->buf);
+	free(r->arena);
+	free(r->offsets);
+	free(r->lens);
+	free(r->fieldptrs);
+	free(r);
+}
