@@ -8,7 +8,7 @@ EXTENSION = recsys
 DATA_built = sql/recsys--0.1.0.sql
 
 REGRESS = install settings health secrets
-REGRESS_OPTS = --load-extension=recsys --dbname=recsys_regression
+REGRESS_OPTS = --load-extension=recsys
 
 PG_CONFIG ?= pg_config
 

@@ -32,7 +32,7 @@ PACKAGES=(
     build-essential postgresql-15 postgresql-server-dev-15 postgresql-15-cron
     libcsv-dev libjansson-dev libxml2-dev zlib1g-dev libcurl4-openssl-dev libssl-dev
     librdkafka-dev libhiredis-dev
-    redis-server redis-tools kafkacat curl python3 ca-certificates
+    redis-server redis-tools kcat curl python3 ca-certificates
     openjdk-17-jre-headless maven
     docker-compose r-cran-dslabs r-base-core
 )

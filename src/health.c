@@ -177,6 +177,7 @@ static void
 health_redis(HealthRow *row)
 {
 	RedisConn  *conn;
+	RedisUrl	url;
 	char		err[512] = "";
 
 	if (!RecsysRedisConfigured())
@@ -187,6 +188,11 @@ health_redis(HealthRow *row)
 		return;
 	}
 	row->configured = true;
+	if (RedisParseUrl(recsys_redis_url, &url, err, sizeof(err)) != 0)
+	{
+		snprintf(row->detail, sizeof(row->detail), "bad recsys.redis_url: %s", err);
+		return;
+	}
 	conn = RedisConnect(recsys_redis_url, SecretGet("redis_password"),
 						recsys_redis_timeout_ms, err, sizeof(err));
 	if (conn == NULL || RedisPing(conn, err, sizeof(err)) != 0)

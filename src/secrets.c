@@ -10,8 +10,8 @@
  * Known names: s3_access_key, s3_secret_key, llm_api_key, redis_password, and
  * kafka.<librdkafka property> (for example kafka.sasl.password).
  *
- * The file is read lazily and read again when its path, size or modification time
- * changes. A file that cannot be used is reported once per change as a WARNING (the
+ * The file is read lazily and read again when its path, inode, size, mode, or
+ * modification or change time changes. A file that cannot be used is reported once per change as a WARNING (the
  * message names the file, never its content) and its secrets count as unset.
  */
 #include "postgres.h"
@@ -103,7 +103,8 @@ secrets_refresh(void)
 	}
 	if (loaded_path && strcmp(loaded_path, path) == 0 &&
 		st.st_mtime == loaded_stat.st_mtime && st.st_size == loaded_stat.st_size &&
-		st.st_ino == loaded_stat.st_ino)
+		st.st_ino == loaded_stat.st_ino && st.st_mode == loaded_stat.st_mode &&
+		st.st_ctime == loaded_stat.st_ctime)
 		return;
 
 	secrets_clear();

@@ -191,7 +191,7 @@ EOF
     if ! psql_stack -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1; then
         psql_stack -d postgres -c "CREATE DATABASE $DB"
     fi
-    psql_stack -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS recsys" -c "CREATE EXTENSION IF NOT EXISTS pg_cron"
+    psql_stack -d "$DB" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS recsys" -c "CREATE EXTENSION IF NOT EXISTS pg_cron"
 }
 
 stop_postgres() {
@@ -205,9 +205,9 @@ stop_postgres() {
 }
 
 # ---------------------------------------------------------------- Kafka
-kafka_ready() { kafkacat -b "127.0.0.1:$KAFKA_PORT" -L -m 2 >/dev/null 2>&1; }
+kafka_ready() { kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 2 >/dev/null 2>&1; }
 kafka_topic_ready() {
-    kafkacat -b "127.0.0.1:$KAFKA_PORT" -L -t "$TOPIC" -m 2 2>/dev/null | grep -q "topic \"$TOPIC\" with 3 partitions"
+    kcat -b "127.0.0.1:$KAFKA_PORT" -L -t "$TOPIC" -m 2 2>/dev/null | grep -q "topic \"$TOPIC\" with 3 partitions"
 }
 kafka_java() {
     as_user java -Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true \
