@@ -15,7 +15,7 @@ STACK="$TEST_DIR/stack.sh"
 _tap_n=0
 _tap_failed=0
 
-# ok COND_EXIT_STATUS NAME: pass when the previous command status ($1) is 0.
+# ok STATUS NAME: pass when STATUS (a command's exit status) is 0; returns STATUS.
 ok() {
     local status=$1 name=$2
     _tap_n=$((_tap_n + 1))
@@ -25,6 +25,7 @@ ok() {
         echo "not ok $_tap_n - $name"
         _tap_failed=$((_tap_failed + 1))
     fi
+    return "$status"
 }
 
 # is GOT EXPECTED NAME: pass when the two strings are equal.

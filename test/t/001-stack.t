@@ -21,20 +21,18 @@ second() { RECSYS_STACK_DIR=$SECOND_DIR RECSYS_PORT_BASE=$SECOND_BASE "$STACK" "
 cleanup() { second down >/dev/null 2>&1; rm -rf "$SECOND_DIR"; }
 trap cleanup EXIT
 
-second up >/dev/null 2>"$SECOND_DIR.log"
-ok $? "a second stack starts with its own directory and ports"
+second up >"$SECOND_DIR/up.log" 2>&1
+ok $? "a second stack starts with its own directory and ports" || diag "$(tail -n 5 "$SECOND_DIR/up.log")"
 second up >/dev/null 2>&1
 ok $? "up twice on the second stack succeeds"
 second_pids=$(pids_of "$SECOND_DIR")
 is "$(alive_count "$second_pids")" 4 "the second stack runs postgres, kafka, minio and redis"
 
-(
-    eval "$(second env)"
-    is "$PGPORT" "$SECOND_BASE" "the second stack's env points at its own ports"
-    health=$(psql_val "SELECT string_agg(component || '=' || ok, ',' ORDER BY component) FROM recsys_health() WHERE configured")
-    is "$health" "kafka=true,postgres=true,redis=true,s3=true" "the second stack is healthy"
-    psql_val "CREATE TABLE only_in_second(x int)" >/dev/null
-)
+second_port=$(eval "$(second env)"; echo "$PGPORT")
+is "$second_port" "$SECOND_BASE" "the second stack's env points at its own ports"
+health2=$(eval "$(second env)"; psql_val "SELECT string_agg(component || '=' || ok, ',' ORDER BY component) FROM recsys_health() WHERE configured")
+is "$health2" "kafka=true,postgres=true,redis=true,s3=true" "the second stack is healthy"
+(eval "$(second env)"; psql_val "CREATE TABLE only_in_second(x int)" >/dev/null)
 is "$(psql_val "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_second'")" 0 \
     "a table made in the second stack is not in the first"
 health=$(psql_val "SELECT string_agg(component || '=' || ok, ',' ORDER BY component) FROM recsys_health() WHERE configured")
