@@ -10,7 +10,9 @@
  * API returns it.  The arena and the raw buffer are reused for every record, so
  * memory stays at one block plus the largest record (capped at CSV_MAX_RECORD).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "csvreader.h"
 
 #include <errno.h>

@@ -1,9 +1,480 @@
-/* ingest.c: placeholder until the ingestion module lands. */
+/*
+ * ingest.c: the SQL surface of ingestion.
+ *
+ * - recsys_load_movies(path): movies.csv into recsys.movies, upserted in batches in
+ *   the caller's transaction (one transaction: a bad row fails the whole load).
+ * - recsys_ingest_csv(path, async, on_error): checks the caller's right to read
+ *   server files and the file itself (so a missing file, a directory or missing
+ *   columns fail at once, in both modes), then starts a "recsys ingest" background
+ *   worker (ingest_worker.c) and talks to it through a dynamic shared memory segment.
+ *   Synchronous: wait on our latch until the worker is done, re-raise its error; a
+ *   cancel or statement_timeout terminates the worker (which marks its job failed).
+ *   Async: return once the worker has committed the job row.
+ * - recsys.rating_event(...): the row validation shared with the worker, for
+ *   recsys_rate() and the \copy inbox; both need the relay, hence preloading.
+ */
 #include "postgres.h"
-#include "ingest.h"
 
-/* Register ingestion workers and shared state. */
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/wait_event.h"
+
+#include "csvreader.h"
+#include "guc.h"
+#include "ingest.h"
+#include "ingest_event.h"
+#include "recsys.h"
+
+#define MOVIES_BATCH 5000
+
+PG_FUNCTION_INFO_V1(recsys_load_movies);
+PG_FUNCTION_INFO_V1(recsys_ingest_csv);
+PG_FUNCTION_INFO_V1(recsys_rating_event);
+
+static void check_ratings_file(const char *path);
+static void raise_reader_error(const char *err);
+static void movies_flush(int n, Datum *ids, Datum *titles, Datum *years, bool *year_nulls,
+						 Datum *genres);
+static int	title_year(const char *title);
+static char *movies_genres(const char *genres);
+
+/* Register the relay worker when preloaded. */
 void
 IngestInit(void)
 {
+	if (process_shared_preload_libraries_in_progress)
+		OutboxInit();
+}
+
+/* Raise an error unless the current user may read server files, as COPY FROM does. */
+void
+IngestCheckFileAccess(void)
+{
+	if (!superuser() && !has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to read files on the server"),
+				 errdetail("Only superusers and roles with privileges of the \"pg_read_server_files\" role may read server files, as with COPY FROM a file."),
+				 errhint("To send a file from the client, use \\copy recsys.ratings_inbox FROM 'ratings.csv' CSV HEADER.")));
+}
+
+/* Set the latch of the backend waiting for an ingest job. */
+void
+IngestNotifyCaller(IngestShared *sh)
+{
+	if (sh->caller_procno >= 0 && sh->caller_procno < (int) ProcGlobal->allProcCount)
+		SetLatch(&GetPGProcByNumber(sh->caller_procno)->procLatch);
+}
+
+/* Raise a CsvReader open/read error with a fitting SQLSTATE. */
+static void
+raise_reader_error(const char *err)
+{
+	int			code = ERRCODE_BAD_COPY_FILE_FORMAT;
+
+	if (strstr(err, "No such file") != NULL)
+		code = ERRCODE_UNDEFINED_FILE;
+	else if (strstr(err, "is a directory") != NULL)
+		code = ERRCODE_WRONG_OBJECT_TYPE;
+	else if (strstr(err, "Permission denied") != NULL)
+		code = ERRCODE_INSUFFICIENT_PRIVILEGE;
+	else if (strstr(err, "could not") != NULL)
+		code = ERRCODE_IO_ERROR;
+	ereport(ERROR, (errcode(code), errmsg_internal("%s", err)));
+}
+
+/* Check that path is a readable ratings.csv with the needed columns. */
+static void
+check_ratings_file(const char *path)
+{
+	static const char *const names[] = {"userId", "movieId", "rating", "timestamp"};
+	char		err[1024];
+	int			idx[4];
+	CsvReader  *r = CsvReaderOpen(path, err, sizeof(err));
+	StringInfoData missing;
+	int			i;
+
+	if (r == NULL)
+		raise_reader_error(err);
+	if (CsvReaderHeader(r, 4, names, idx, err, sizeof(err)) != 0)
+	{
+		CsvReaderClose(r);
+		raise_reader_error(err);
+	}
+	CsvReaderClose(r);
+	initStringInfo(&missing);
+	for (i = 0; i < 4; i++)
+		if (idx[i] < 0)
+			appendStringInfo(&missing, "%s%s", missing.len ? ", " : "", names[i]);
+	if (missing.len > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+				 errmsg("file \"%s\" lacks the column(s) %s", path, missing.data),
+				 errdetail("A MovieLens ratings file has the header userId,movieId,rating,timestamp (in any order).")));
+}
+
+/*
+ * recsys_ingest_csv(path text, async boolean, on_error text)
+ *   RETURNS TABLE (job_id bigint, events bigint, rejected bigint)
+ */
+Datum
+recsys_ingest_csv(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	bool		async = PG_GETARG_BOOL(1);
+	char	   *on_error = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char	   *abspath;
+	dsm_segment *seg;
+	IngestShared *sh;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	int			state = INGEST_STARTING;
+	char	   *props;
+
+	if (strcmp(on_error, "reject") != 0 && strcmp(on_error, "stop") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid on_error value \"%s\"", on_error),
+				 errhint("Use 'reject' (bad rows go to recsys.ingest_rejects) or 'stop' (the first bad row fails the call).")));
+	IngestCheckFileAccess();
+	abspath = make_absolute_path(path);
+	if (strlen(abspath) >= MAXPGPATH)
+		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG), errmsg("file path too long")));
+	check_ratings_file(abspath);
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	props = RecsysKafkaConfigured() ? recsys_kafka_properties : "";
+	seg = dsm_create(sizeof(IngestShared), 0);
+	sh = (IngestShared *) dsm_segment_address(seg);
+	memset(sh, 0, sizeof(IngestShared));
+	SpinLockInit(&sh->mutex);
+	sh->database = MyDatabaseId;
+	sh->caller_procno = MyProc->pgprocno;
+	sh->stop_mode = strcmp(on_error, "stop") == 0;
+	sh->kafka_timeout_ms = recsys_kafka_timeout_ms;
+	strlcpy(sh->path, abspath, sizeof(sh->path));
+	free(abspath);
+	strlcpy(sh->submitted_by, GetUserNameFromId(GetUserId(), false), sizeof(sh->submitted_by));
+	if (RecsysKafkaConfigured())
+	{
+		if (strlen(recsys_kafka_brokers) >= sizeof(sh->brokers) ||
+			strlen(recsys_kafka_topic) >= sizeof(sh->topic) ||
+			strlen(props) >= sizeof(sh->properties))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("recsys.kafka_brokers, recsys.kafka_topic or recsys.kafka_properties is too long")));
+		strlcpy(sh->brokers, recsys_kafka_brokers, sizeof(sh->brokers));
+		strlcpy(sh->topic, recsys_kafka_topic, sizeof(sh->topic));
+		strlcpy(sh->properties, props, sizeof(sh->properties));
+	}
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "recsys");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "IngestWorkerMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "recsys ingest for %s", sh->submitted_by);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "recsys ingest");
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not start an ingest background worker"),
+				 errhint("Raise max_worker_processes, or wait for running jobs to finish.")));
+
+	PG_TRY();
+	{
+		for (;;)
+		{
+			pid_t		pid;
+			BgwHandleStatus status;
+
+			SpinLockAcquire(&sh->mutex);
+			state = sh->state;
+			SpinLockRelease(&sh->mutex);
+			if (state == INGEST_DONE || state == INGEST_FAILED)
+				break;
+			if (async && state == INGEST_RUNNING)
+				break;
+			status = GetBackgroundWorkerPid(handle, &pid);
+			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+			{
+				SpinLockAcquire(&sh->mutex);
+				state = sh->state;
+				SpinLockRelease(&sh->mutex);
+				if (state == INGEST_DONE || state == INGEST_FAILED ||
+					(async && state == INGEST_RUNNING))
+					break;
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("the ingest worker exited without finishing job %lld",
+								(long long) sh->job_id),
+						 errhint("See the server log.")));
+			}
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 200, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_CATCH();
+	{
+		/* cancelled or failed while waiting: a synchronous job dies with us */
+		if (!async)
+			TerminateBackgroundWorker(handle);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (state == INGEST_FAILED)
+	{
+		char		message[1024],
+					detail[1024],
+					hint[512];
+		int			code = sh->sqlerrcode ? sh->sqlerrcode : ERRCODE_INTERNAL_ERROR;
+
+		strlcpy(message, sh->message, sizeof(message));
+		strlcpy(detail, sh->detail, sizeof(detail));
+		strlcpy(hint, sh->hint, sizeof(hint));
+		dsm_detach(seg);
+		ereport(ERROR,
+				(errcode(code),
+				 errmsg_internal("%s", message),
+				 detail[0] ? errdetail_internal("%s", detail) : 0,
+				 hint[0] ? errhint("%s", hint) : 0));
+	}
+
+	values[0] = Int64GetDatum(sh->job_id);
+	if (async && state != INGEST_DONE)
+		nulls[1] = nulls[2] = true;
+	else
+	{
+		values[1] = Int64GetDatum(sh->events);
+		values[2] = Int64GetDatum(sh->rejected);
+	}
+	dsm_detach(seg);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	return (Datum) 0;
+}
+
+/*
+ * recsys.rating_event(event_id, user_id, movie_id, rating, ts, OUT key, OUT value,
+ * OUT reason): validate one rating as the ingest worker does and build its event.
+ */
+Datum
+recsys_rating_event(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {true, true, true};
+	const char *f[4];
+	int			i;
+	IngestRating r;
+	char		reason[INGEST_REASON_MAX];
+
+	RecsysRequirePreload("recsys_rate() and recsys.ratings_inbox");
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	for (i = 0; i < 4; i++)
+		f[i] = PG_ARGISNULL(i + 1) ? "" : text_to_cstring(PG_GETARG_TEXT_PP(i + 1));
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("event_id must not be null")));
+	if (IngestParseRating(f[0], f[1], f[2], f[3], &r, reason, sizeof(reason)))
+	{
+		char		key[INGEST_KEY_MAX];
+		char		value[INGEST_VALUE_MAX];
+
+		IngestFormatKey(key, &r);
+		IngestFormatValue(value, PG_GETARG_INT64(0), &r);
+		values[0] = CStringGetTextDatum(key);
+		values[1] = CStringGetTextDatum(value);
+		nulls[0] = nulls[1] = false;
+	}
+	else
+	{
+		values[2] = CStringGetTextDatum(reason);
+		nulls[2] = false;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/* Return the year in "Title (YYYY)" (trailing blanks allowed), or -1. */
+static int
+title_year(const char *title)
+{
+	size_t		n = strlen(title);
+	int			year = 0,
+				i;
+
+	while (n > 0 && (title[n - 1] == ' ' || title[n - 1] == '\t'))
+		n--;
+	if (n < 6 || title[n - 1] != ')' || title[n - 6] != '(')
+		return -1;
+	for (i = n - 5; i < (int) n - 1; i++)
+	{
+		if (title[i] < '0' || title[i] > '9')
+			return -1;
+		year = year * 10 + (title[i] - '0');
+	}
+	return year;
+}
+
+/* Return genres as a '|'-separated list for string_to_array ("" for none). */
+static char *
+movies_genres(const char *genres)
+{
+	if (strcmp(genres, "(no genres listed)") == 0)
+		return "";
+	return (char *) genres;
+}
+
+/* Upsert one batch of movies (the last duplicate of an id wins). */
+static void
+movies_flush(int n, Datum *ids, Datum *titles, Datum *years, bool *year_nulls, Datum *genres)
+{
+	static const char *sql =
+		"INSERT INTO recsys.movies AS m (movie_id, title, year, genres) "
+		"SELECT DISTINCT ON (id) id, title, year, "
+		"       coalesce(string_to_array(nullif(genres, ''), '|'), '{}') "
+		"FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[]) "
+		"     WITH ORDINALITY AS u(id, title, year, genres, ord) "
+		"ORDER BY id, ord DESC "
+		"ON CONFLICT (movie_id) DO UPDATE SET title = excluded.title, "
+		"year = excluded.year, genres = excluded.genres, loaded_at = now()";
+	Oid			types[4] = {INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID};
+	Datum		args[4];
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(titles, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(years, year_nulls, 1, dims, lbs, INT4OID, 4, true, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(genres, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (SPI_execute_with_args(sql, 4, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not upsert movies");
+}
+
+/* recsys_load_movies(path text) RETURNS bigint */
+Datum
+recsys_load_movies(PG_FUNCTION_ARGS)
+{
+	static const char *const names[] = {"movieId", "title", "genres"};
+	char	   *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char		err[1024];
+	int			idx[3];
+	CsvReader  *volatile r = NULL;
+	int64		loaded = 0;
+	MemoryContext batchcxt;
+	MemoryContext oldcxt;
+
+	IngestCheckFileAccess();
+	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "recsys_load_movies batch",
+									 ALLOCSET_DEFAULT_SIZES);
+	PG_TRY();
+	{
+		CsvRecord  *rec;
+		Datum	   *ids = palloc(sizeof(Datum) * MOVIES_BATCH);
+		Datum	   *titles = palloc(sizeof(Datum) * MOVIES_BATCH);
+		Datum	   *years = palloc(sizeof(Datum) * MOVIES_BATCH);
+		bool	   *year_nulls = palloc(sizeof(bool) * MOVIES_BATCH);
+		Datum	   *genres = palloc(sizeof(Datum) * MOVIES_BATCH);
+		int			n = 0;
+		int			rc;
+		int			ncols;
+
+		r = CsvReaderOpen(path, err, sizeof(err));
+		if (r == NULL)
+			raise_reader_error(err);
+		if (CsvReaderHeader(r, 3, names, idx, err, sizeof(err)) != 0)
+			raise_reader_error(err);
+		if (idx[0] < 0 || idx[1] < 0 || idx[2] < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+					 errmsg("file \"%s\" lacks the column(s) %s%s%s", path,
+							idx[0] < 0 ? "movieId " : "", idx[1] < 0 ? "title " : "",
+							idx[2] < 0 ? "genres" : ""),
+					 errdetail("A MovieLens movies file has the header movieId,title,genres.")));
+		ncols = Max(idx[0], Max(idx[1], idx[2])) + 1;
+
+		SPI_connect();
+		oldcxt = MemoryContextSwitchTo(batchcxt);
+		while ((rc = CsvReaderNext(r, &rec, err, sizeof(err))) == 1)
+		{
+			int64		id;
+			const char *title;
+			int			year;
+
+			if (rec->nfields < ncols)
+				ereport(ERROR,
+						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+						 errmsg("line %lld of file \"%s\" has %d columns, expected %d",
+								(long long) rec->line, path, rec->nfields, ncols)));
+			if (!rec->utf8_ok)
+				ereport(ERROR,
+						(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+						 errmsg("line %lld of file \"%s\" is not valid UTF-8",
+								(long long) rec->line, path)));
+			if (!IngestParseId(rec->fields[idx[0]], &id))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						 errmsg("line %lld of file \"%s\": movieId \"%s\" is not a positive integer",
+								(long long) rec->line, path, rec->fields[idx[0]])));
+			title = rec->fields[idx[1]];
+			if (title[0] == '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+						 errmsg("line %lld of file \"%s\": empty title", (long long) rec->line, path)));
+			year = title_year(title);
+			ids[n] = Int64GetDatum(id);
+			titles[n] = CStringGetTextDatum(title);
+			years[n] = Int32GetDatum(year);
+			year_nulls[n] = year < 0;
+			genres[n] = CStringGetTextDatum(movies_genres(rec->fields[idx[2]]));
+			if (++n == MOVIES_BATCH)
+			{
+				MemoryContextSwitchTo(oldcxt);
+				movies_flush(n, ids, titles, years, year_nulls, genres);
+				loaded += n;
+				n = 0;
+				MemoryContextReset(batchcxt);
+				MemoryContextSwitchTo(batchcxt);
+				CHECK_FOR_INTERRUPTS();
+			}
+		}
+		if (rc < 0)
+			raise_reader_error(err);
+		MemoryContextSwitchTo(oldcxt);
+		if (n > 0)
+			movies_flush(n, ids, titles, years, year_nulls, genres);
+		loaded += n;
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		CsvReaderClose(r);
+	}
+	PG_END_TRY();
+	MemoryContextDelete(batchcxt);
+	PG_RETURN_INT64(loaded);
 }

@@ -14,7 +14,9 @@
  *   value: properties may carry SASL passwords or TLS keys.
  */
 #ifndef _GNU_SOURCE
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #endif
 #include "kafka.h"
 

@@ -1,0 +1,218 @@
+/*
+ * recsys install script, part 10: catalogue loading, ratings ingestion, the outbox.
+ *
+ * - recsys_load_movies(path): movies.csv into recsys.movies (upsert).
+ * - recsys_ingest_csv(path, async, on_error): ratings.csv into the event log, the work
+ *   done by a background worker ("recsys ingest") that commits its progress in
+ *   recsys.ingest_jobs as it goes; bad rows go to recsys.ingest_rejects.
+ * - recsys_rate(...): one real-time event, written to recsys.outbox in the caller's
+ *   transaction and relayed to the event log by the "recsys relay" worker.
+ * - recsys.ratings_inbox: a view a client can \copy a ratings.csv into; its rows are
+ *   validated like recsys_ingest_csv's and flow to the event log through the outbox.
+ */
+
+/* Ingestion jobs: one row per recsys_ingest_csv call (or per \copy into the inbox). */
+CREATE SEQUENCE recsys.ingest_jobs_job_id_seq;
+CREATE TABLE recsys.ingest_jobs (
+	job_id		bigint PRIMARY KEY DEFAULT nextval('recsys.ingest_jobs_job_id_seq'),
+	path		text NOT NULL,
+	status		text NOT NULL DEFAULT 'queued'
+				CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+	on_error	text NOT NULL DEFAULT 'reject' CHECK (on_error IN ('reject', 'stop')),
+	target		text NOT NULL,			-- 'kafka:<topic>' or 'queue'
+	bytes_read	bigint NOT NULL DEFAULT 0,
+	bytes_total	bigint,
+	lines		bigint NOT NULL DEFAULT 0,	-- data lines read so far
+	events		bigint NOT NULL DEFAULT 0,	-- events the log acknowledged
+	rejected	bigint NOT NULL DEFAULT 0,
+	submitted_by text NOT NULL DEFAULT current_user,
+	worker_pid	int,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	started_at	timestamptz,
+	finished_at	timestamptz,
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	error		text
+);
+ALTER SEQUENCE recsys.ingest_jobs_job_id_seq OWNED BY recsys.ingest_jobs.job_id;
+SELECT pg_catalog.pg_extension_config_dump('recsys.ingest_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('recsys.ingest_jobs_job_id_seq', '');
+
+/* Rows that were not ingested, and why. */
+CREATE TABLE recsys.ingest_rejects (
+	job_id		bigint NOT NULL REFERENCES recsys.ingest_jobs ON DELETE CASCADE,
+	line		bigint NOT NULL,
+	raw			text NOT NULL,			-- the row's text, truncated to 1000 bytes
+	reason		text NOT NULL,
+	file		text NOT NULL,
+	PRIMARY KEY (job_id, line)
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.ingest_rejects', '');
+
+/*
+ * The transactional outbox: recsys_rate() and the inbox write here in the caller's
+ * transaction; the relay worker sends rows to the event log, then deletes them.
+ */
+CREATE TABLE recsys.outbox (
+	id			bigserial PRIMARY KEY,
+	event_id	bigint NOT NULL,
+	key			text NOT NULL,
+	value		text NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('recsys.outbox_id_seq', '');
+
+/* Event ids of real-time ratings: below 10^10, where ingested ids never are. */
+CREATE SEQUENCE recsys.rating_event_id_seq MAXVALUE 9999999999;
+SELECT pg_catalog.pg_extension_config_dump('recsys.rating_event_id_seq', '');
+
+CREATE FUNCTION recsys_load_movies(path text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'recsys_load_movies'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys_load_movies(text) IS
+	'Load a MovieLens movies.csv (movieId,title,genres) from the server into recsys.movies (upsert)';
+
+CREATE FUNCTION recsys_ingest_csv(path text, async boolean DEFAULT false,
+								  on_error text DEFAULT 'reject')
+RETURNS TABLE (job_id bigint, events bigint, rejected bigint)
+AS 'MODULE_PATHNAME', 'recsys_ingest_csv'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys_ingest_csv(text, boolean, text) IS
+	'Stream a MovieLens ratings.csv from the server into the event log, in a background worker';
+
+/*
+ * Validate one rating and build its event: key and value, or the reason it is bad.
+ * The same C code validates the rows of recsys_ingest_csv.
+ */
+CREATE FUNCTION recsys.rating_event(event_id bigint, user_id text, movie_id text,
+									rating text, ts text,
+									OUT key text, OUT value text, OUT reason text)
+AS 'MODULE_PATHNAME', 'recsys_rating_event'
+LANGUAGE C VOLATILE;
+
+CREATE FUNCTION recsys_rate(user_id bigint, movie_id bigint, rating numeric,
+							rated_at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev record;
+	eid bigint;
+BEGIN
+	IF user_id IS NULL OR movie_id IS NULL OR rating IS NULL OR rated_at IS NULL THEN
+		RAISE EXCEPTION 'recsys_rate arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	eid := nextval('recsys.rating_event_id_seq');
+	SELECT * INTO ev FROM recsys.rating_event(eid,
+		user_id::text, movie_id::text, rating::text,
+		floor(extract(epoch FROM rated_at))::bigint::text);
+	IF ev.reason IS NOT NULL THEN
+		RAISE EXCEPTION 'invalid rating: %', ev.reason
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM recsys.movies m WHERE m.movie_id = recsys_rate.movie_id) THEN
+		RAISE EXCEPTION 'invalid rating: movie % is not in the catalogue', movie_id
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'Load the catalogue with recsys_load_movies() first.';
+	END IF;
+	INSERT INTO recsys.outbox (event_id, key, value)
+		VALUES (eid, ev.key, ev.value);
+END
+$$;
+COMMENT ON FUNCTION recsys_rate(bigint, bigint, numeric, timestamptz) IS
+	'Record one rating: an event in the outbox, in the caller''s transaction, relayed to the event log';
+
+/*
+ * The client-side path: \copy recsys.ratings_inbox FROM 'ratings.csv' CSV HEADER.
+ * Columns are text so that bad values reach the validation instead of failing the
+ * COPY. Each statement is a job in recsys.ingest_jobs (path 'client:<user>'); line N
+ * of the statement is line N + 1 of the file (the header being line 1). Good rows go
+ * to the outbox in the caller's transaction, bad ones to recsys.ingest_rejects.
+ */
+CREATE VIEW recsys.ratings_inbox AS
+	SELECT NULL::text AS "userId", NULL::text AS "movieId", NULL::text AS rating,
+		   NULL::text AS "timestamp"
+	WHERE false;
+COMMENT ON VIEW recsys.ratings_inbox IS
+	'\copy a ratings.csv into this view: rows are validated and sent to the event log';
+
+CREATE FUNCTION recsys.ratings_inbox_begin()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	job bigint;
+BEGIN
+	-- fails with the preload hint when the relay cannot run
+	PERFORM recsys.rating_event(0, '1', '1', '1', '0');
+	INSERT INTO recsys.ingest_jobs (path, status, on_error, target, started_at, worker_pid)
+		VALUES ('client:' || session_user, 'running', 'reject', 'outbox', now(), pg_backend_pid())
+		RETURNING job_id INTO job;
+	PERFORM set_config('recsys_inbox.job', job::text, true);
+	PERFORM set_config('recsys_inbox.line', '1', true);
+	RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION recsys.ratings_inbox_row()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	job bigint := current_setting('recsys_inbox.job')::bigint;
+	line bigint := current_setting('recsys_inbox.line')::bigint + 1;
+	ev record;
+	why text;
+	mid bigint;
+BEGIN
+	PERFORM set_config('recsys_inbox.line', line::text, true);
+	SELECT * INTO ev FROM recsys.rating_event(job * 10000000000 + line,
+		NEW."userId", NEW."movieId", NEW.rating, NEW."timestamp");
+	why := ev.reason;
+	IF why IS NULL THEN
+		mid := (ev.value::json ->> 'movie_id')::bigint;
+		IF NOT EXISTS (SELECT 1 FROM recsys.movies m WHERE m.movie_id = mid) THEN
+			why := format('movieId %s is not in the catalogue', mid);
+		END IF;
+	END IF;
+	IF why IS NULL THEN
+		INSERT INTO recsys.outbox (event_id, key, value)
+			VALUES (job * 10000000000 + line, ev.key, ev.value);
+		UPDATE recsys.ingest_jobs SET lines = lines + 1, events = events + 1
+			WHERE job_id = job;
+	ELSE
+		INSERT INTO recsys.ingest_rejects (job_id, line, raw, reason, file)
+			VALUES (job, line,
+					left(concat_ws(',', NEW."userId", NEW."movieId", NEW.rating, NEW."timestamp"), 1000),
+					why, 'client:' || session_user);
+		UPDATE recsys.ingest_jobs SET lines = lines + 1, rejected = rejected + 1
+			WHERE job_id = job;
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION recsys.ratings_inbox_end()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE recsys.ingest_jobs SET status = 'succeeded', finished_at = clock_timestamp(),
+		updated_at = clock_timestamp()
+		WHERE job_id = current_setting('recsys_inbox.job')::bigint;
+	RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER ratings_inbox_begin BEFORE INSERT ON recsys.ratings_inbox
+	FOR EACH STATEMENT EXECUTE FUNCTION recsys.ratings_inbox_begin();
+CREATE TRIGGER ratings_inbox_row INSTEAD OF INSERT ON recsys.ratings_inbox
+	FOR EACH ROW EXECUTE FUNCTION recsys.ratings_inbox_row();
+CREATE TRIGGER ratings_inbox_end AFTER INSERT ON recsys.ratings_inbox
+	FOR EACH STATEMENT EXECUTE FUNCTION recsys.ratings_inbox_end();

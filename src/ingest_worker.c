@@ -1,0 +1,765 @@
+/*
+ * ingest_worker.c: the "recsys ingest" background worker behind recsys_ingest_csv().
+ *
+ * One worker per job.  It reads its parameters from the caller's dynamic shared
+ * memory segment, connects to the caller's database (as the bootstrap superuser: the
+ * caller's right to read the file was checked before the worker started), and:
+ *
+ *   1. marks failed the jobs of workers that died, then inserts its job row
+ *      ('running') and commits it: the caller may return now (async);
+ *   2. loads the movie ids of the catalogue into a bitmap;
+ *   3. with on_error = 'stop', validates the whole file first (libcsv reads about
+ *      ten million rows a second): the first bad row fails the job before any event
+ *      is produced;
+ *   4. streams the file, validating each row: bad rows are collected and inserted
+ *      into recsys.ingest_rejects with each batch; good rows become events with
+ *      event_id = job_id * 10^10 + line number, so a rerun reproduces the same ids;
+ *   5. events go to Kafka (idempotent producer; with 'stop', inside one Kafka
+ *      transaction whose transactional.id is the job's, so a failure half-way leaves
+ *      nothing visible to read_committed readers), or, without recsys.kafka_brokers,
+ *      into recsys.event_queue with COPY's multi-insert path (with 'stop', in one
+ *      transaction);
+ *   6. each batch (BATCH_ROWS rows or PROGRESS_MS) commits its rejects, its queue
+ *      events and the job's progress: bytes read, lines, events acknowledged so far,
+ *      rejects;
+ *   7. at the end waits, bounded by recsys.kafka_timeout, for every event to be
+ *      acknowledged, and marks the job succeeded.
+ *
+ * Any error (bad row in 'stop' mode, Kafka failure, cancel) is caught at the top: the
+ * Kafka transaction is aborted, the job row marked failed with the message, and the
+ * error handed to the caller through shared memory.  SIGTERM (the caller cancelled,
+ * or pg_terminate_backend) sets a flag that the row loop and every Kafka wait check,
+ * so the job fails cleanly instead of being left 'running'.
+ */
+#include "postgres.h"
+
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/copy.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_relation.h"
+#include "pgstat.h"
+#include <sys/stat.h>
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "csvreader.h"
+#include "guc.h"
+#include "ingest.h"
+#include "ingest_event.h"
+#include "kafka.h"
+
+#define BATCH_ROWS			200000	/* rows between progress commits, at most */
+#define PROGRESS_MS			1000	/* ... or this many milliseconds */
+#define MAX_BATCH_REJECTS	10000
+#define COPY_BUFFER_MAX		(8 * 1024 * 1024)
+
+typedef struct IngestRun
+{
+	IngestShared *sh;
+	char		path[MAXPGPATH];
+	bool		stop_mode;
+	bool		use_kafka;
+	int64		job_id;
+	bool		job_created;
+
+	CsvReader  *reader;
+	KafkaProducer *producer;
+	bool		kafka_txn_open;
+	int			col[4];			/* userId, movieId, rating, timestamp */
+	int			ncols;
+
+	/* the catalogue: a bitmap of movie ids up to movie_max */
+	uint8	   *movie_bits;
+	int64		movie_max;
+
+	/* the current batch */
+	MemoryContext batchcxt;
+	bool		single_xact;	/* queue + stop: everything in one transaction */
+	StringInfoData copydata;	/* queue mode: "key\tvalue\n" lines */
+	int64		batch_events;
+	int			nrejects;
+	Datum	   *rej_lines;
+	Datum	   *rej_raw;
+	Datum	   *rej_reason;
+	int64		batch_rows;
+	TimestampTz last_flush;
+
+	/* totals */
+	int64		lines;
+	int64		rejected;
+	int64		queued;			/* queue mode: events committed */
+} IngestRun;
+
+static volatile sig_atomic_t got_sigterm = false;
+
+static void ingest_sigterm(SIGNAL_ARGS);
+static int	kafka_interrupt(void *arg);
+static void check_interrupts(void);
+static void run_job(IngestRun *run);
+static void run_pass(IngestRun *run, bool produce);
+static void begin_job(IngestRun *run);
+static void load_catalogue(IngestRun *run);
+static void flush_batch(IngestRun *run);
+static void copy_events(IngestRun *run);
+static int	copy_source_cb(void *outbuf, int minread, int maxread);
+static void kafka_fail(IngestRun *run, int rc, const char *what);
+static void cleanup_run(IngestRun *run);
+static void finish_failed(IngestRun *run, ErrorData *edata);
+static int64 events_so_far(IngestRun *run);
+
+/* the COPY data source of the current batch (copy_source_cb has no argument) */
+static StringInfo copy_src = NULL;
+static int	copy_pos = 0;
+
+/* SIGTERM: stop at the next row or wait, failing the job. */
+static void
+ingest_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Tell librdkafka waits to stop (kafka.h's KafkaInterruptFn). */
+static int
+kafka_interrupt(void *arg)
+{
+	return got_sigterm || InterruptPending;
+}
+
+/* Fail the job on SIGTERM; process other interrupts. */
+static void
+check_interrupts(void)
+{
+	if (got_sigterm)
+		ereport(ERROR,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("ingest job was cancelled"),
+				 errdetail("The worker received SIGTERM: its caller was cancelled, or it was terminated.")));
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Entry point of the worker. */
+void
+IngestWorkerMain(Datum main_arg)
+{
+	dsm_segment *seg;
+	IngestShared *sh;
+	IngestRun  *run;
+	MemoryContext runcxt;
+
+	pqsignal(SIGTERM, ingest_sigterm);
+	BackgroundWorkerUnblockSignals();
+
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "recsys ingest");
+	seg = dsm_attach(DatumGetUInt32(main_arg));
+	if (seg == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the caller of this ingest job has gone")));
+	dsm_pin_mapping(seg);
+	sh = (IngestShared *) dsm_segment_address(seg);
+
+	BackgroundWorkerInitializeConnectionByOid(sh->database, InvalidOid, 0);
+
+	runcxt = AllocSetContextCreate(TopMemoryContext, "recsys ingest", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(runcxt);
+	run = palloc0(sizeof(IngestRun));
+	run->sh = sh;
+	strlcpy(run->path, sh->path, sizeof(run->path));
+	run->stop_mode = sh->stop_mode;
+	run->use_kafka = sh->brokers[0] != '\0';
+	run->batchcxt = AllocSetContextCreate(runcxt, "recsys ingest batch", ALLOCSET_DEFAULT_SIZES);
+	run->rej_lines = palloc(sizeof(Datum) * MAX_BATCH_REJECTS);
+	run->rej_raw = palloc(sizeof(Datum) * MAX_BATCH_REJECTS);
+	run->rej_reason = palloc(sizeof(Datum) * MAX_BATCH_REJECTS);
+	initStringInfo(&run->copydata);
+
+	PG_TRY();
+	{
+		run_job(run);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(runcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		finish_failed(run, edata);
+	}
+	PG_END_TRY();
+
+	dsm_detach(seg);
+	proc_exit(0);
+}
+
+/* Run the whole job; errors propagate to IngestWorkerMain. */
+static void
+run_job(IngestRun *run)
+{
+	IngestShared *sh = run->sh;
+	char		err[1024];
+
+	begin_job(run);
+	load_catalogue(run);
+
+	if (run->use_kafka)
+	{
+		int			nb,
+					np;
+		char	   *props = psprintf("%s\n%s", sh->properties, SecretKafkaProperties());
+
+		if (KafkaDescribe(sh->brokers, props, sh->topic, sh->kafka_timeout_ms,
+						  &nb, &np, err, sizeof(err)) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("Kafka is not reachable: %s", err),
+					 errhint("Check recsys.kafka_brokers, or unset it to use the queue table.")));
+		if (np == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("Kafka topic \"%s\" does not exist", sh->topic),
+					 errhint("Create the topic, or set recsys.kafka_topic.")));
+	}
+
+	/* 'stop': a first pass finds the first bad row before anything is produced */
+	if (run->stop_mode)
+		run_pass(run, false);
+
+	if (run->use_kafka)
+	{
+		KafkaProducerOptions o;
+		char		txnid[64];
+
+		memset(&o, 0, sizeof(o));
+		o.brokers = sh->brokers;
+		o.properties = psprintf("%s\n%s", sh->properties, SecretKafkaProperties());
+		o.topic = sh->topic;
+		o.timeout_ms = sh->kafka_timeout_ms;
+		o.interrupt = kafka_interrupt;
+		if (run->stop_mode)
+		{
+			snprintf(txnid, sizeof(txnid), "recsys-ingest-%lld", (long long) run->job_id);
+			o.transactional_id = txnid;
+			o.transaction_timeout_ms = 900000;
+		}
+		run->producer = KafkaProducerNew(&o, err, sizeof(err));
+		if (run->producer == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not create the Kafka producer: %s", err)));
+		if (run->stop_mode)
+		{
+			int			rc = KafkaBeginTransaction(run->producer);
+
+			if (rc != KAFKA_OK)
+				kafka_fail(run, rc, "begin the Kafka transaction");
+			run->kafka_txn_open = true;
+		}
+	}
+	else if (run->stop_mode)
+	{
+		run->single_xact = true;
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+	}
+
+	run_pass(run, true);
+
+	if (run->use_kafka)
+	{
+		int			rc;
+
+		if (run->stop_mode)
+		{
+			rc = KafkaCommitTransaction(run->producer);
+			if (rc != KAFKA_OK)
+				kafka_fail(run, rc, "commit the Kafka transaction");
+			run->kafka_txn_open = false;
+		}
+		else
+		{
+			rc = KafkaProducerFlush(run->producer, -1);
+			if (rc != KAFKA_OK)
+				kafka_fail(run, rc, "wait for Kafka acknowledgements");
+		}
+	}
+	else if (run->single_xact)
+	{
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		run->single_xact = false;
+	}
+
+	/* the job is done: record it */
+	{
+		int64		events = events_so_far(run);
+		Datum		args[6];
+		Oid			types[6] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		args[0] = Int64GetDatum(run->job_id);
+		args[1] = Int64GetDatum(CsvReaderBytesRead(run->reader));
+		args[2] = Int64GetDatum(run->lines);
+		args[3] = Int64GetDatum(events);
+		args[4] = Int64GetDatum(run->rejected);
+		args[5] = Int64GetDatum(0);
+		SPI_execute_with_args("UPDATE recsys.ingest_jobs SET status = 'succeeded', "
+							  "bytes_read = $2, lines = $3, events = $4, rejected = $5, "
+							  "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
+							  "WHERE job_id = $1",
+							  5, types, args, NULL, false, 0);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+
+		cleanup_run(run);
+		SpinLockAcquire(&sh->mutex);
+		sh->events = events;
+		sh->rejected = run->rejected;
+		sh->state = INGEST_DONE;
+		SpinLockRelease(&sh->mutex);
+		IngestNotifyCaller(sh);
+		ereport(LOG,
+				(errmsg("recsys ingest job %lld succeeded: %lld events, %lld rejected rows from \"%s\"",
+						(long long) run->job_id, (long long) events,
+						(long long) run->rejected, run->path)));
+	}
+}
+
+/* Reconcile dead jobs, insert the job row and commit it; tell the caller. */
+static void
+begin_job(IngestRun *run)
+{
+	IngestShared *sh = run->sh;
+	Datum		args[6];
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT4OID};
+	char		target[300];
+	bool		isnull;
+	struct stat st;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "recsys ingest: starting");
+
+	SPI_execute(INGEST_RECONCILE_SQL, false, 0);
+
+	if (run->use_kafka)
+		snprintf(target, sizeof(target), "kafka:%s", sh->topic);
+	else
+		strlcpy(target, "queue", sizeof(target));
+	args[0] = CStringGetTextDatum(run->path);
+	args[1] = CStringGetTextDatum(run->stop_mode ? "stop" : "reject");
+	args[2] = CStringGetTextDatum(target);
+	args[3] = Int64GetDatum(stat(run->path, &st) == 0 ? (int64) st.st_size : (int64) 0);
+	args[4] = CStringGetTextDatum(sh->submitted_by);
+	args[5] = Int32GetDatum(MyProcPid);
+	if (SPI_execute_with_args("INSERT INTO recsys.ingest_jobs "
+							  "(path, status, on_error, target, bytes_total, submitted_by, "
+							  " worker_pid, started_at) "
+							  "VALUES ($1, 'running', $2, $3, $4, $5, $6, clock_timestamp()) "
+							  "RETURNING job_id",
+							  6, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "could not insert the ingest job");
+	run->job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	run->job_created = true;
+
+	SpinLockAcquire(&sh->mutex);
+	sh->job_id = run->job_id;
+	sh->state = INGEST_RUNNING;
+	SpinLockRelease(&sh->mutex);
+	IngestNotifyCaller(sh);
+	pgstat_report_activity(STATE_RUNNING, psprintf("recsys ingest job %lld: %s",
+												   (long long) run->job_id, run->path));
+}
+
+/* Load the movie ids of the catalogue into a bitmap. */
+static void
+load_catalogue(IngestRun *run)
+{
+	uint64		i;
+	bool		isnull;
+
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT coalesce(max(movie_id), 0) FROM recsys.movies", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read recsys.movies");
+	run->movie_max = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (run->movie_max > (int64) 1 << 32)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("movie ids above 2^32 are not supported for ingestion")));
+	run->movie_bits = MemoryContextAllocZero(GetMemoryChunkContext(run),
+											 (Size) (run->movie_max / 8 + 1));
+	if (SPI_execute("SELECT movie_id FROM recsys.movies", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read recsys.movies");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+
+		run->movie_bits[id / 8] |= (uint8) (1 << (id % 8));
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/* Read the file once: validate every row; produce events unless validating only. */
+static void
+run_pass(IngestRun *run, bool produce)
+{
+	static const char *const names[] = {"userId", "movieId", "rating", "timestamp"};
+	char		err[1024];
+	CsvRecord  *rec;
+	int			rc;
+	int			i;
+	char		key[INGEST_KEY_MAX];
+	char		value[INGEST_VALUE_MAX];
+	char		reason[INGEST_REASON_MAX];
+	IngestRating r;
+	int64		base = run->job_id * INGEST_EVENT_ID_FACTOR;
+
+	if (run->reader)
+		CsvReaderClose(run->reader);
+	run->reader = CsvReaderOpen(run->path, err, sizeof(err));
+	if (run->reader == NULL)
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FILE), errmsg_internal("%s", err)));
+	if (CsvReaderHeader(run->reader, 4, names, run->col, err, sizeof(err)) != 0)
+		ereport(ERROR, (errcode(ERRCODE_BAD_COPY_FILE_FORMAT), errmsg_internal("%s", err)));
+	for (i = 0; i < 4; i++)
+		if (run->col[i] < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+					 errmsg("file \"%s\" lacks the column %s", run->path, names[i])));
+	/* the header's field count is the expected count of every row */
+	run->ncols = 0;
+	for (i = 0; i < 4; i++)
+		run->ncols = Max(run->ncols, run->col[i] + 1);
+	{
+		/* re-read the header's width: rows must have exactly as many fields */
+		CsvReader  *h = CsvReaderOpen(run->path, err, sizeof(err));
+		CsvRecord  *hr;
+
+		if (h && CsvReaderNext(h, &hr, err, sizeof(err)) == 1)
+			run->ncols = hr->nfields;
+		CsvReaderClose(h);
+	}
+	run->lines = 0;
+	run->rejected = 0;
+	run->batch_rows = 0;
+	run->last_flush = GetCurrentTimestamp();
+
+	MemoryContextSwitchTo(run->batchcxt);
+	while ((rc = CsvReaderNext(run->reader, &rec, err, sizeof(err))) == 1)
+	{
+		const char *why = NULL;
+
+		run->lines++;
+		if (rec->nfields != run->ncols)
+		{
+			snprintf(reason, sizeof(reason), "expected %d columns, found %d",
+					 run->ncols, rec->nfields);
+			why = reason;
+		}
+		else if (!rec->utf8_ok)
+			why = "invalid UTF-8";
+		else if (!IngestParseRating(rec->fields[run->col[0]], rec->fields[run->col[1]],
+									rec->fields[run->col[2]], rec->fields[run->col[3]],
+									&r, reason, sizeof(reason)))
+			why = reason;
+		else if (r.movie_id > run->movie_max ||
+				 (run->movie_bits[r.movie_id / 8] & (1 << (r.movie_id % 8))) == 0)
+		{
+			snprintf(reason, sizeof(reason), "movieId %lld is not in the catalogue",
+					 (long long) r.movie_id);
+			why = reason;
+		}
+
+		if (why != NULL)
+		{
+			char	   *raw = palloc(rec->raw_len * 4 + 1);
+
+			IngestSanitize(raw, rec->raw, rec->raw_len, CSV_RAW_MAX);
+			if (run->stop_mode)
+				ereport(ERROR,
+						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+						 errmsg("invalid row at line %lld of file \"%s\": %s",
+								(long long) rec->line, run->path, why),
+						 errdetail("The row is: %s", raw),
+						 errhint("No event of this call was produced. Fix the row, or use on_error => 'reject' to record bad rows in recsys.ingest_rejects.")));
+			run->rej_lines[run->nrejects] = Int64GetDatum(rec->line);
+			run->rej_raw[run->nrejects] = CStringGetTextDatum(raw);
+			run->rej_reason[run->nrejects] = CStringGetTextDatum(why);
+			run->nrejects++;
+			run->rejected++;
+		}
+		else if (produce)
+		{
+			int			kl = IngestFormatKey(key, &r);
+			int			vl = IngestFormatValue(value, base + rec->line, &r);
+
+			if (run->use_kafka)
+			{
+				rc = KafkaProduce(run->producer, key, kl, value, vl);
+				if (rc != KAFKA_OK)
+					kafka_fail(run, rc, "send events to Kafka");
+			}
+			else
+			{
+				StringInfo	s = &run->copydata;
+
+				enlargeStringInfo(s, kl + vl + 2);
+				memcpy(s->data + s->len, key, kl);
+				s->len += kl;
+				s->data[s->len++] = '\t';
+				memcpy(s->data + s->len, value, vl);
+				s->len += vl;
+				s->data[s->len++] = '\n';
+				s->data[s->len] = '\0';
+				run->batch_events++;
+			}
+		}
+
+		if (++run->batch_rows >= BATCH_ROWS || run->nrejects >= MAX_BATCH_REJECTS ||
+			run->copydata.len >= COPY_BUFFER_MAX)
+			flush_batch(run);
+		else if ((run->batch_rows & 4095) == 0)
+		{
+			check_interrupts();
+			if (TimestampDifferenceExceeds(run->last_flush, GetCurrentTimestamp(), PROGRESS_MS))
+				flush_batch(run);
+		}
+	}
+	if (rc < 0)
+		ereport(ERROR, (errcode(ERRCODE_BAD_COPY_FILE_FORMAT), errmsg_internal("%s", err)));
+	flush_batch(run);
+}
+
+/* Commit the batch: queue events, rejects, progress. */
+static void
+flush_batch(IngestRun *run)
+{
+	check_interrupts();
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (run->use_kafka && run->producer)
+		KafkaProducerPoll(run->producer);
+
+	if (run->single_xact)
+	{
+		/* queue + stop: one transaction for every event, progress at the end */
+		if (run->batch_events > 0)
+			copy_events(run);
+		run->queued += run->batch_events;
+	}
+	else
+	{
+		Datum		args[6];
+		Oid			types[6] = {INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID};
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (run->batch_events > 0)
+			copy_events(run);
+		if (run->nrejects > 0)
+		{
+			Datum		rargs[5];
+			Oid			rtypes[5] = {INT8OID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTOID};
+
+			rargs[0] = Int64GetDatum(run->job_id);
+			rargs[1] = PointerGetDatum(construct_array(run->rej_lines, run->nrejects, INT8OID,
+													   8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+			rargs[2] = PointerGetDatum(construct_array(run->rej_raw, run->nrejects, TEXTOID,
+													   -1, false, TYPALIGN_INT));
+			rargs[3] = PointerGetDatum(construct_array(run->rej_reason, run->nrejects, TEXTOID,
+													   -1, false, TYPALIGN_INT));
+			rargs[4] = CStringGetTextDatum(run->path);
+			SPI_execute_with_args("INSERT INTO recsys.ingest_rejects (job_id, line, raw, reason, file) "
+								  "SELECT $1, l, r, w, $5 FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(l, r, w) "
+								  "ON CONFLICT (job_id, line) DO NOTHING",
+								  5, rtypes, rargs, NULL, false, 0);
+		}
+		run->queued += run->batch_events;
+		args[0] = Int64GetDatum(run->job_id);
+		args[1] = Int64GetDatum(CsvReaderBytesRead(run->reader));
+		args[2] = Int64GetDatum(run->lines);
+		args[3] = Int64GetDatum(events_so_far(run));
+		args[4] = Int64GetDatum(run->rejected);
+		args[5] = Int64GetDatum(0);
+		SPI_execute_with_args("UPDATE recsys.ingest_jobs SET bytes_read = $2, lines = $3, "
+							  "events = $4, rejected = $5, updated_at = clock_timestamp() "
+							  "WHERE job_id = $1",
+							  5, types, args, NULL, false, 0);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+
+	run->batch_events = 0;
+	run->nrejects = 0;
+	run->batch_rows = 0;
+	resetStringInfo(&run->copydata);
+	MemoryContextReset(run->batchcxt);
+	MemoryContextSwitchTo(run->batchcxt);
+	run->last_flush = GetCurrentTimestamp();
+}
+
+/* Events acknowledged (Kafka) or committed (queue) so far. */
+static int64
+events_so_far(IngestRun *run)
+{
+	if (run->use_kafka)
+		return run->producer ? KafkaProducerAcked(run->producer) : 0;
+	return run->queued;
+}
+
+/* Feed the batch's COPY data to CopyFrom. */
+static int
+copy_source_cb(void *outbuf, int minread, int maxread)
+{
+	int			n = Min(maxread, copy_src->len - copy_pos);
+
+	memcpy(outbuf, copy_src->data + copy_pos, n);
+	copy_pos += n;
+	return n;
+}
+
+/* Insert the batch's events into recsys.event_queue with COPY's multi-insert path. */
+static void
+copy_events(IngestRun *run)
+{
+	Relation	rel;
+	ParseState *pstate;
+	ParseNamespaceItem *nsitem;
+	CopyFromState cstate;
+
+	rel = table_openrv(makeRangeVar("recsys", "event_queue", -1), RowExclusiveLock);
+	pstate = make_parsestate(NULL);
+	nsitem = addRangeTableEntryForRelation(pstate, rel, RowExclusiveLock, NULL, false, false);
+	nsitem->p_rte->requiredPerms = ACL_INSERT;
+	copy_src = &run->copydata;
+	copy_pos = 0;
+	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, copy_source_cb,
+						   list_make2(makeString("key"), makeString("value")), NIL);
+	CopyFrom(cstate);
+	EndCopyFrom(cstate);
+	free_parsestate(pstate);
+	table_close(rel, NoLock);
+	copy_src = NULL;
+}
+
+/* Raise the producer's failure (or the pending interrupt). */
+static void
+kafka_fail(IngestRun *run, int rc, const char *what)
+{
+	int64		acked = KafkaProducerAcked(run->producer);
+
+	if (rc == KAFKA_INTERRUPTED)
+		check_interrupts();
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("could not %s: %s", what, KafkaProducerError(run->producer)),
+			 errdetail("%lld events of ingest job %lld had been acknowledged%s.",
+					   (long long) acked, (long long) run->job_id,
+					   run->stop_mode ? " inside its Kafka transaction, which is aborted" : ""),
+			 errhint("Check that the brokers of recsys.kafka_brokers are up; recsys.kafka_timeout bounds the wait.")));
+}
+
+/* Free library handles, aborting an open Kafka transaction. */
+static void
+cleanup_run(IngestRun *run)
+{
+	if (run->producer)
+	{
+		if (run->kafka_txn_open)
+			(void) KafkaAbortTransaction(run->producer);
+		run->kafka_txn_open = false;
+		KafkaProducerFree(run->producer);
+		run->producer = NULL;
+	}
+	if (run->reader)
+	{
+		CsvReaderClose(run->reader);
+		run->reader = NULL;
+	}
+}
+
+/* After an error: clean up, mark the job failed, hand the error to the caller. */
+static void
+finish_failed(IngestRun *run, ErrorData *edata)
+{
+	IngestShared *sh = run->sh;
+	int64		events = run->producer ? KafkaProducerAcked(run->producer) : run->queued;
+
+	/* a failed 'stop' job published nothing */
+	if (run->stop_mode)
+		events = 0;
+	cleanup_run(run);
+	AbortCurrentTransaction();
+	run->single_xact = false;
+
+	ereport(LOG,
+			(errmsg("recsys ingest job %lld failed: %s", (long long) run->job_id, edata->message)));
+
+	if (run->job_created)
+	{
+		Datum		args[5];
+		Oid			types[5] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID};
+
+		StartTransactionCommand();
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		args[0] = Int64GetDatum(run->job_id);
+		args[1] = CStringGetTextDatum(edata->message ? edata->message : "unknown error");
+		args[2] = Int64GetDatum(events);
+		args[3] = Int64GetDatum(run->lines);
+		args[4] = Int64GetDatum(run->rejected);
+		SPI_execute_with_args("UPDATE recsys.ingest_jobs SET status = 'failed', error = $2, "
+							  "events = $3, lines = $4, rejected = $5, "
+							  "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
+							  "WHERE job_id = $1",
+							  5, types, args, NULL, false, 0);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+
+	SpinLockAcquire(&sh->mutex);
+	sh->sqlerrcode = edata->sqlerrcode;
+	strlcpy(sh->message, edata->message ? edata->message : "unknown error", sizeof(sh->message));
+	strlcpy(sh->detail, edata->detail ? edata->detail : "", sizeof(sh->detail));
+	strlcpy(sh->hint, edata->hint ? edata->hint : "", sizeof(sh->hint));
+	sh->events = events;
+	sh->rejected = run->rejected;
+	sh->state = INGEST_FAILED;
+	SpinLockRelease(&sh->mutex);
+	IngestNotifyCaller(sh);
+}
