@@ -1,9 +1,1929 @@
-/* archiver.c: placeholder until the archiver module lands. */
+/*
+ * archiver.c: the "recsys archiver" background workers, exactly once from the event log
+ * (Kafka, or the embedded queue table) to the object store (S3 / MinIO, or a local
+ * directory).
+ *
+ * Design
+ * - recsys.archiver_workers workers are registered at preload time.  With Kafka, worker
+ *   i owns the partitions p with p % workers = i; it assigns them by hand (no consumer
+ *   group) at the offsets stored in recsys.archive_offsets, reads read_committed, and
+ *   keeps one batch per partition: a gzip stream of the valid events (one JSON line
+ *   each, the message value as it was produced) plus the messages that are not valid
+ *   events (dead letters).  Without Kafka, worker 0 drains recsys.event_queue and the
+ *   others idle.
+ * - A batch is flushed when it holds recsys.archive_flush_events messages, when its
+ *   first message is recsys.archive_flush_interval old, when recsys_archive_sync()
+ *   waits for its offsets, and at shutdown.  Flushing = PUT the object under
+ *   events/topic=<t>/partition=<p>/<t>+<p>+<first offset, 20 digits>.ndjson.gz, then,
+ *   only if the PUT succeeded, one transaction: check that the stored offset is still
+ *   the batch's start (no one else archived the range), insert the manifest row and
+ *   the dead letters, store the new offset.  A crash anywhere replays from the stored
+ *   offset, so the same first offset gives the same key and the replay overwrites
+ *   the unlisted object: every event ends up in exactly one listed object.
+ * - The queue table: one transaction takes the oldest committed rows (DELETE ...
+ *   RETURNING, FOR UPDATE SKIP LOCKED), PUTs them, inserts the manifest row and stores
+ *   the offset; a failed PUT rolls the deletion back.  Queue offsets are assigned here,
+ *   in the order rows are archived, so ranges never overlap even when producers commit
+ *   out of id order; the row id is kept with dead letters.
+ * - Failures: a failed PUT keeps the batch, stops reading and retries with capped
+ *   backoff; the log gets one line per change of state (down, back up), the last
+ *   error goes to shared memory for recsys.status.  Offsets that Kafka's retention
+ *   deleted before they were archived are recorded in recsys.archive_gaps with a
+ *   WARNING, never skipped in silence.
+ * - Signals: SIGHUP reloads the settings (a switch between Kafka and the queue
+ *   restarts the worker); SIGTERM flushes, bounded to 4 s, and exits.  Any PostgreSQL
+ *   error exits the worker, which the postmaster restarts after 1 s.
+ * - Shared memory holds, per partition, the committed offset, the log's watermarks and
+ *   the offset recsys_archive_sync() waits for, plus counters and the last error.
+ */
 #include "postgres.h"
-#include "archiver.h"
 
-/* Register the archiver workers and their shared state. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/pmsignal.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "archiver.h"
+#include "eventjson.h"
+#include "guc.h"
+#include "kafka.h"
+#include "s3.h"
+
+#define ARCHIVER_MAX_WORKERS		64
+#define ARCHIVER_MAX_PARTITIONS		256
+#define ARCHIVER_POLL_BATCH			10000	/* messages per KafkaConsumerPoll */
+#define ARCHIVER_STAGE_BYTES		(256 * 1024)	/* plain text handed to gzip at once */
+#define ARCHIVER_GZIP_LEVEL			1
+#define ARCHIVER_SHUTDOWN_MS		4000	/* flush budget after SIGTERM */
+#define ARCHIVER_RETRY_MIN_MS		500
+#define ARCHIVER_RETRY_MAX_MS		10000
+#define ARCHIVER_TICK_MS			1000	/* watermarks, idle offsets, status */
+#define QUEUE_TOPIC					"queue"
+
+/* Per-partition state in shared memory. */
+typedef struct ArchiverPartition
+{
+	int32		partition;		/* -1: free slot */
+	int32		worker;
+	int64		committed;		/* next offset whose archive is committed, -1 unknown */
+	int64		low;			/* log watermarks (queue: committed + rows waiting) */
+	int64		high;
+	int64		want;			/* recsys_archive_sync waits for committed >= want */
+} ArchiverPartition;
+
+typedef struct ArchiverShared
+{
+	slock_t		mutex;
+	char		mode[16];		/* "kafka", "queue" or "" before a worker started */
+	char		topic[256];
+	char		storage[512];	/* "s3://bucket" or "local:<dir>" */
+	int			store_down;		/* the last PUT failed */
+	int			log_down;		/* Kafka unreachable */
+	pid_t		pid[ARCHIVER_MAX_WORKERS];
+	Latch	   *latch[ARCHIVER_MAX_WORKERS];
+	uint64		flush_request;	/* bumped by recsys_archive_sync (queue mode) */
+	int64		objects;		/* written since the server started */
+	int64		events;
+	int64		bytes;
+	int64		dead_letters;
+	int64		gap_offsets;
+	TimestampTz last_flush;
+	TimestampTz last_error_at;
+	char		last_error[512];
+	ArchiverPartition parts[ARCHIVER_MAX_PARTITIONS];
+} ArchiverShared;
+
+/* A message set aside. */
+typedef struct DeadLetter
+{
+	int64		offset;
+	int64		queue_id;		/* -1 for Kafka */
+	bytea	   *key;
+	bytea	   *value;
+	char	   *reason;
+} DeadLetter;
+
+/* The open batch of one partition (worker-local). */
+typedef struct Batch
+{
+	int32		partition;
+	int			slot;			/* index in shared parts[] */
+	int64		committed;		/* next offset committed in PostgreSQL */
+	int64		first;			/* first offset of the batch, -1 when empty */
+	int64		last;
+	int64		events;
+	int64		ndead;
+	TimestampTz started;
+	S3GzipWriter *gz;
+	StringInfoData stage;		/* plain lines not yet compressed */
+	List	   *dead;			/* DeadLetter *, in ctx */
+	MemoryContext ctx;
+} Batch;
+
+static ArchiverShared *Shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* worker-local state */
+static int	MyIndex = -1;
+static volatile sig_atomic_t got_sigterm = false;
+static TimestampTz shutdown_deadline = 0;
+static S3Config s3cfg;
+static char *s3_access = NULL;
+static char *s3_secret = NULL;
+static char *local_dir = NULL;
+static bool use_s3 = false;
+static bool store_down = false;
+static TimestampTz store_retry_at = 0;
+static int	store_backoff_ms = 0;
+static bool log_down = false;
+static char topic[256];
+static Batch *batches = NULL;
+static int	nbatches = 0;
+
+PG_FUNCTION_INFO_V1(recsys_archive_sync);
+PG_FUNCTION_INFO_V1(recsys_archive_status);
+
+static void archiver_shmem_request(void);
+static void archiver_shmem_startup(void);
+static Size archiver_shmem_size(void);
+static void archiver_sigterm(SIGNAL_ARGS);
+static void archiver_detach(int code, Datum arg);
+static int	archiver_interrupt(void *arg);
+static void load_settings(void);
+static bool wait_for_extension(void);
+static void kafka_loop(void);
+static void queue_loop(void);
+static void idle_loop(void);
+static void sleep_ms(long ms);
+static int	claim_slot(int32 partition);
+static void release_slots(void);
+static void batch_init(Batch *b, int32 partition, int64 committed);
+static void batch_reset(Batch *b);
+static void batch_add(Batch *b, int64 offset, int64 queue_id, const char *key, size_t keylen,
+					  const char *value, size_t len);
+static bool batch_flush(Batch *b, int64 next_offset);
+static bool flush_all(KafkaConsumer *c);
+static bool store_put(const char *key, const char *data, size_t len, char *err, size_t errlen);
+static bool local_put(const char *key, const char *data, size_t len, char *err, size_t errlen);
+static char *object_key(const char *t, int32 partition, int64 first);
+static void set_error(const char *msg);
+static void store_state(bool ok, const char *err);
+static void log_state(bool ok, const char *err);
+static void commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes);
+static void store_offset(int32 partition, int64 expected, int64 next_offset,
+						 int64 gap_from, int64 gap_to);
+static List *load_offsets(void);
+static int64 offset_of(List *offsets, int32 partition);
+static int64 kafka_position(KafkaConsumer *c, Batch *b);
+static bool handle_gap(KafkaConsumer *c, Batch *b, int64 low, int64 high);
+static bool assign_all(KafkaConsumer *c);
+static int64 queue_pending(int64 limit);
+static bool queue_flush(int limit);
+static int	cmp_int64(const void *a, const void *b);
+static int64 *log_end_offsets(int *nparts_out);
+
+/* ---------------------------------------------------------------------------------
+ * Registration and shared memory
+ * ---------------------------------------------------------------------------------
+ */
+
+/* Register the workers and shared memory; a no-op unless preloaded. */
 void
 ArchiverInit(void)
 {
+	BackgroundWorker worker;
+	int			i;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = archiver_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = archiver_shmem_startup;
+
+	for (i = 0; i < recsys_archiver_workers && i < ARCHIVER_MAX_WORKERS; i++)
+	{
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		/* only on a primary: start once recovery is over (a promoted standby too) */
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 1;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "recsys");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "ArchiverMain");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "recsys archiver %d", i);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "recsys archiver");
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+static Size
+archiver_shmem_size(void)
+{
+	return MAXALIGN(sizeof(ArchiverShared));
+}
+
+static void
+archiver_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(archiver_shmem_size());
+}
+
+static void
+archiver_shmem_startup(void)
+{
+	bool		found;
+	int			i;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	Shared = ShmemInitStruct("recsys archiver", archiver_shmem_size(), &found);
+	if (!found)
+	{
+		memset(Shared, 0, sizeof(ArchiverShared));
+		SpinLockInit(&Shared->mutex);
+		for (i = 0; i < ARCHIVER_MAX_PARTITIONS; i++)
+			Shared->parts[i].partition = -1;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Worker: entry, signals, settings
+ * ---------------------------------------------------------------------------------
+ */
+
+static void
+archiver_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	got_sigterm = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Leave shared memory: our pid, latch and partitions. */
+static void
+archiver_detach(int code, Datum arg)
+{
+	if (Shared == NULL || MyIndex < 0)
+		return;
+	SpinLockAcquire(&Shared->mutex);
+	Shared->pid[MyIndex] = 0;
+	Shared->latch[MyIndex] = NULL;
+	SpinLockRelease(&Shared->mutex);
+}
+
+/* Polled by the S3 and Kafka clients: stop waiting at postmaster death or at the end of
+ * the shutdown budget. */
+static int
+archiver_interrupt(void *arg)
+{
+	if (!PostmasterIsAlive())
+		return 1;
+	if (got_sigterm)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		if (shutdown_deadline == 0)
+			shutdown_deadline = TimestampTzPlusMilliseconds(now, ARCHIVER_SHUTDOWN_MS);
+		return now >= shutdown_deadline;
+	}
+	return 0;
+}
+
+/* Copy the settings the worker uses; called at start and after SIGHUP. */
+static void
+load_settings(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	const char *s;
+
+	if (s3_secret)
+	{
+		explicit_bzero(s3_secret, strlen(s3_secret));
+		pfree(s3_secret);
+	}
+	if (s3_access)
+		pfree(s3_access);
+	if (local_dir)
+		pfree(local_dir);
+	s3_access = s3_secret = local_dir = NULL;
+
+	use_s3 = RecsysS3Configured();
+	memset(&s3cfg, 0, sizeof(s3cfg));
+	if (use_s3)
+	{
+		s = SecretGet("s3_access_key");
+		s3_access = pstrdup(s ? s : "");
+		s = SecretGet("s3_secret_key");
+		s3_secret = pstrdup(s ? s : "");
+		s3cfg.endpoint = recsys_s3_endpoint;
+		s3cfg.bucket = recsys_s3_bucket;
+		s3cfg.region = recsys_s3_region;
+		s3cfg.access_key = s3_access;
+		s3cfg.secret_key = s3_secret;
+		s3cfg.timeout_ms = recsys_s3_timeout_ms;
+		s3cfg.max_retries = 2;
+		s3cfg.interrupt = archiver_interrupt;
+	}
+	else
+		local_dir = GucArchiveDir();
+	MemoryContextSwitchTo(old);
+
+	if (Shared)
+	{
+		SpinLockAcquire(&Shared->mutex);
+		if (use_s3)
+			snprintf(Shared->storage, sizeof(Shared->storage), "s3://%s (%s)",
+					 recsys_s3_bucket, recsys_s3_endpoint);
+		else
+			snprintf(Shared->storage, sizeof(Shared->storage), "local:%s", local_dir);
+		SpinLockRelease(&Shared->mutex);
+	}
+}
+
+/* Sleep on the latch, waking for signals. */
+static void
+sleep_ms(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+					 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Handle SIGHUP: reload; false when the mode changed and the worker must restart. */
+static bool
+reload_if_asked(bool kafka_mode)
+{
+	if (!ConfigReloadPending)
+		return true;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	load_settings();
+	return RecsysKafkaConfigured() == kafka_mode &&
+		(!kafka_mode || strcmp(topic, recsys_kafka_topic) == 0);
+}
+
+/* Wait until CREATE EXTENSION recsys has run in the database; false on SIGTERM. */
+static bool
+wait_for_extension(void)
+{
+	bool		logged = false;
+
+	for (;;)
+	{
+		bool		ready;
+
+		if (got_sigterm)
+			return false;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		ready = OidIsValid(get_namespace_oid("recsys", true)) &&
+			OidIsValid(get_relname_relid("archive_offsets", get_namespace_oid("recsys", true)));
+		CommitTransactionCommand();
+		if (ready && !RecoveryInProgress())
+			return true;
+		if (!logged)
+			ereport(LOG,
+					(errmsg("recsys archiver waiting for CREATE EXTENSION recsys in database \"%s\"",
+							recsys_database)));
+		logged = true;
+		sleep_ms(2000);
+	}
+}
+
+/* Entry point of a worker. */
+void
+ArchiverMain(Datum main_arg)
+{
+	MyIndex = DatumGetInt32(main_arg);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, archiver_sigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(recsys_database, NULL, 0);
+	pgstat_report_appname("recsys archiver");
+
+	SpinLockAcquire(&Shared->mutex);
+	Shared->pid[MyIndex] = MyProcPid;
+	Shared->latch[MyIndex] = MyLatch;
+	SpinLockRelease(&Shared->mutex);
+	before_shmem_exit(archiver_detach, (Datum) 0);
+
+	if (!wait_for_extension())
+		proc_exit(0);
+	load_settings();
+	release_slots();
+
+	if (RecsysKafkaConfigured())
+		kafka_loop();
+	else if (MyIndex == 0)
+		queue_loop();
+	else
+		idle_loop();
+	/* exit 1: restarted after bgw_restart_time unless the server is shutting down */
+	proc_exit(1);
+}
+
+/* Workers beyond the first have nothing to do with the queue table. */
+static void
+idle_loop(void)
+{
+	while (!got_sigterm)
+	{
+		if (!reload_if_asked(false))
+			return;
+		sleep_ms(10000);
+	}
+}
+
+/* ---------------------------------------------------------------------------------
+ * Shared state helpers
+ * ---------------------------------------------------------------------------------
+ */
+
+/* Find or take the shared slot of a partition of our topic. */
+static int
+claim_slot(int32 partition)
+{
+	int			i,
+				free_slot = -1;
+
+	SpinLockAcquire(&Shared->mutex);
+	for (i = 0; i < ARCHIVER_MAX_PARTITIONS; i++)
+	{
+		if (Shared->parts[i].partition == partition)
+			break;
+		if (Shared->parts[i].partition < 0 && free_slot < 0)
+			free_slot = i;
+	}
+	if (i == ARCHIVER_MAX_PARTITIONS)
+		i = free_slot;
+	if (i >= 0)
+	{
+		ArchiverPartition *p = &Shared->parts[i];
+
+		if (p->partition != partition)
+		{
+			p->partition = partition;
+			p->want = -1;
+			p->low = p->high = -1;
+		}
+		p->worker = MyIndex;
+		p->committed = -1;
+	}
+	SpinLockRelease(&Shared->mutex);
+	if (i < 0)
+		elog(ERROR, "recsys archiver: more than %d partitions", ARCHIVER_MAX_PARTITIONS);
+	return i;
+}
+
+/* Free the slots this worker held (at start; the mode or topic may have changed). */
+static void
+release_slots(void)
+{
+	int			i;
+
+	SpinLockAcquire(&Shared->mutex);
+	for (i = 0; i < ARCHIVER_MAX_PARTITIONS; i++)
+		if (Shared->parts[i].partition >= 0 && Shared->parts[i].worker == MyIndex)
+			Shared->parts[i].partition = -1;
+	if (MyIndex == 0)
+	{
+		/* the mode is recorded by worker 0, the one that always runs */
+		snprintf(Shared->mode, sizeof(Shared->mode), "%s",
+				 RecsysKafkaConfigured() ? "kafka" : "queue");
+		snprintf(Shared->topic, sizeof(Shared->topic), "%s",
+				 RecsysKafkaConfigured() ? recsys_kafka_topic : QUEUE_TOPIC);
+		for (i = 0; i < ARCHIVER_MAX_PARTITIONS; i++)
+			if (Shared->parts[i].partition >= 0 && Shared->pid[Shared->parts[i].worker] == 0)
+				Shared->parts[i].partition = -1;
+	}
+	SpinLockRelease(&Shared->mutex);
+}
+
+/* Record the last error for recsys.status. */
+static void
+set_error(const char *msg)
+{
+	SpinLockAcquire(&Shared->mutex);
+	strlcpy(Shared->last_error, msg, sizeof(Shared->last_error));
+	Shared->last_error_at = GetCurrentTimestamp();
+	SpinLockRelease(&Shared->mutex);
+}
+
+/* Track the object store's state; log only when it changes. */
+static void
+store_state(bool ok, const char *err)
+{
+	if (!ok)
+	{
+		set_error(err);
+		if (!store_down)
+			ereport(LOG,
+					(errmsg("recsys archiver cannot write to the archive, retrying with backoff: %s", err)));
+		store_down = true;
+		store_backoff_ms = store_backoff_ms ? Min(store_backoff_ms * 2, ARCHIVER_RETRY_MAX_MS) :
+			ARCHIVER_RETRY_MIN_MS;
+		store_retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), store_backoff_ms);
+	}
+	else if (store_down)
+	{
+		ereport(LOG, (errmsg("recsys archiver can write to the archive again; catching up")));
+		store_down = false;
+		store_backoff_ms = 0;
+	}
+	SpinLockAcquire(&Shared->mutex);
+	Shared->store_down = store_down;
+	SpinLockRelease(&Shared->mutex);
+}
+
+/* Track the event log's state; log only when it changes. */
+static void
+log_state(bool ok, const char *err)
+{
+	if (!ok)
+	{
+		set_error(err);
+		if (!log_down)
+			ereport(LOG, (errmsg("recsys archiver cannot reach Kafka, retrying: %s", err)));
+		log_down = true;
+	}
+	else if (log_down)
+	{
+		ereport(LOG, (errmsg("recsys archiver reached Kafka again")));
+		log_down = false;
+	}
+	SpinLockAcquire(&Shared->mutex);
+	Shared->log_down = log_down;
+	SpinLockRelease(&Shared->mutex);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Storage
+ * ---------------------------------------------------------------------------------
+ */
+
+static char *
+object_key(const char *t, int32 partition, int64 first)
+{
+	return psprintf("events/topic=%s/partition=%d/%s+%d+%020lld.ndjson.gz",
+					t, partition, t, partition, (long long) first);
+}
+
+/* Store an object in S3 or the local directory. */
+static bool
+store_put(const char *key, const char *data, size_t len, char *err, size_t errlen)
+{
+	if (use_s3)
+	{
+		if (s3_access[0] == '\0' || s3_secret[0] == '\0')
+		{
+			snprintf(err, errlen, "no S3 credentials: set s3_access_key and s3_secret_key in recsys.secrets_file");
+			return false;
+		}
+		return S3Put(&s3cfg, key, data, len, "application/gzip", err, errlen) == S3_OK;
+	}
+	return local_put(key, data, len, err, errlen);
+}
+
+/* Write dir/key atomically: a temporary file, fsync, rename, fsync of the directory. */
+static bool
+local_put(const char *key, const char *data, size_t len, char *err, size_t errlen)
+{
+	char	   *path = psprintf("%s/%s", local_dir, key);
+	char	   *tmp = psprintf("%s.tmp%d", path, MyProcPid);
+	char	   *slash;
+	char	   *p;
+	int			fd;
+	size_t		done = 0;
+
+	/* make the directories, one component at a time */
+	for (p = path + strlen(local_dir) + 1; (slash = strchr(p, '/')) != NULL; p = slash + 1)
+	{
+		*slash = '\0';
+		if (mkdir(path, S_IRWXU) != 0 && errno != EEXIST)
+		{
+			snprintf(err, errlen, "could not create directory \"%s\": %m", path);
+			return false;
+		}
+		*slash = '/';
+	}
+	if (mkdir(local_dir, S_IRWXU) != 0 && errno != EEXIST)
+	{
+		snprintf(err, errlen, "could not create directory \"%s\": %m", local_dir);
+		return false;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, S_IRUSR | S_IWUSR);
+	if (fd < 0)
+	{
+		snprintf(err, errlen, "could not create file \"%s\": %m", tmp);
+		return false;
+	}
+	while (done < len)
+	{
+		ssize_t		n = write(fd, data + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+		{
+			snprintf(err, errlen, "could not write file \"%s\": %m", tmp);
+			close(fd);
+			unlink(tmp);
+			return false;
+		}
+		done += n;
+	}
+	if (fsync(fd) != 0 || close(fd) != 0)
+	{
+		snprintf(err, errlen, "could not fsync file \"%s\": %m", tmp);
+		unlink(tmp);
+		return false;
+	}
+	if (rename(tmp, path) != 0)
+	{
+		snprintf(err, errlen, "could not rename \"%s\": %m", tmp);
+		unlink(tmp);
+		return false;
+	}
+	slash = strrchr(path, '/');
+	*slash = '\0';
+	fd = open(path, O_RDONLY);
+	if (fd < 0 || fsync(fd) != 0)
+	{
+		snprintf(err, errlen, "could not fsync directory \"%s\": %m", path);
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	close(fd);
+	pfree(path);
+	pfree(tmp);
+	return true;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Batches
+ * ---------------------------------------------------------------------------------
+ */
+
+static void
+batch_init(Batch *b, int32 partition, int64 committed)
+{
+	memset(b, 0, sizeof(Batch));
+	b->partition = partition;
+	b->slot = claim_slot(partition);
+	b->committed = committed;
+	b->first = -1;
+	b->ctx = AllocSetContextCreate(TopMemoryContext, "recsys archiver batch",
+								   ALLOCSET_DEFAULT_SIZES);
+	SpinLockAcquire(&Shared->mutex);
+	Shared->parts[b->slot].committed = committed;
+	SpinLockRelease(&Shared->mutex);
+}
+
+/* Empty a batch after its flush (or to forget it). */
+static void
+batch_reset(Batch *b)
+{
+	S3GzipFree(b->gz);
+	b->gz = NULL;
+	MemoryContextReset(b->ctx);
+	b->stage.data = NULL;
+	b->dead = NIL;
+	b->first = b->last = -1;
+	b->events = b->ndead = 0;
+}
+
+/* Add one message: a valid event to the gzip stream, anything else to dead letters. */
+static void
+batch_add(Batch *b, int64 offset, int64 queue_id, const char *key, size_t keylen,
+		  const char *value, size_t len)
+{
+	EventRecord ev;
+	char		reason[256];
+
+	if (b->first < 0)
+	{
+		b->first = offset;
+		b->started = GetCurrentTimestamp();
+	}
+	b->last = offset;
+	if (EventParse(value, len, key, keylen, &ev, reason, sizeof(reason)) == 0)
+	{
+		size_t		i;
+
+		if (b->stage.data == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(b->ctx);
+
+			initStringInfo(&b->stage);
+			enlargeStringInfo(&b->stage, ARCHIVER_STAGE_BYTES + 1024);
+			MemoryContextSwitchTo(old);
+		}
+		if (b->gz == NULL && (b->gz = S3GzipBegin(ARCHIVER_GZIP_LEVEL)) == NULL)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+		i = b->stage.len;
+		appendBinaryStringInfo(&b->stage, value, len);
+		/* one event a line: raw newlines in a JSON value can only be whitespace */
+		for (; i < b->stage.len; i++)
+			if (b->stage.data[i] == '\n' || b->stage.data[i] == '\r')
+				b->stage.data[i] = ' ';
+		appendStringInfoChar(&b->stage, '\n');
+		if (b->stage.len >= ARCHIVER_STAGE_BYTES)
+		{
+			if (S3GzipWrite(b->gz, b->stage.data, b->stage.len) != 0)
+				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
+			resetStringInfo(&b->stage);
+		}
+		b->events++;
+	}
+	else
+	{
+		MemoryContext old = MemoryContextSwitchTo(b->ctx);
+		DeadLetter *d = palloc(sizeof(DeadLetter));
+
+		d->offset = offset;
+		d->queue_id = queue_id;
+		d->key = NULL;
+		if (key)
+		{
+			d->key = palloc(VARHDRSZ + keylen);
+			SET_VARSIZE(d->key, VARHDRSZ + keylen);
+			memcpy(VARDATA(d->key), key, keylen);
+		}
+		d->value = NULL;
+		if (value)
+		{
+			d->value = palloc(VARHDRSZ + len);
+			SET_VARSIZE(d->value, VARHDRSZ + len);
+			memcpy(VARDATA(d->value), value, len);
+		}
+		d->reason = pstrdup(reason);
+		b->dead = lappend(b->dead, d);
+		b->ndead++;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * Write the batch's object and commit its manifest row, dead letters and next_offset
+ * (>= last + 1).  False, batch kept, when the object could not be stored.
+ */
+static bool
+batch_flush(Batch *b, int64 next_offset)
+{
+	char		err[1024];
+	char	   *key = NULL;
+	const char *data = NULL;
+	size_t		len = 0;
+
+	if (b->first < 0)
+		return true;
+	if (next_offset < b->last + 1)
+		next_offset = b->last + 1;
+	if (b->events > 0)
+	{
+		if (b->stage.len > 0)
+		{
+			if (S3GzipWrite(b->gz, b->stage.data, b->stage.len) != 0)
+				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
+			resetStringInfo(&b->stage);
+		}
+		if (S3GzipFinish(b->gz) != 0)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
+		data = S3GzipOutput(b->gz)->data;
+		len = S3GzipOutput(b->gz)->len;
+		key = object_key(topic, b->partition, b->first);
+		pgstat_report_activity(STATE_RUNNING, "writing an archive object");
+		if (!store_put(key, data, len, err, sizeof(err)))
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			store_state(false, err);
+			return false;
+		}
+		store_state(true, NULL);
+	}
+	commit_batch(b, key, next_offset, (int64) len);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	SpinLockAcquire(&Shared->mutex);
+	Shared->parts[b->slot].committed = next_offset;
+	if (b->events > 0)
+		Shared->objects++;
+	Shared->events += b->events;
+	Shared->bytes += len;
+	Shared->dead_letters += b->ndead;
+	Shared->last_flush = GetCurrentTimestamp();
+	SpinLockRelease(&Shared->mutex);
+
+	b->committed = next_offset;
+	if (key)
+		pfree(key);
+	batch_reset(b);
+	return true;
+}
+
+/* One transaction: check the stored offset, insert manifest row and dead letters, store
+ * the new offset.  Errors exit the worker (and the replay rewrites the object). */
+static void
+commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
+{
+	ListCell   *lc;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+
+	store_offset(b->partition, b->committed, next_offset, -1, -1);
+	if (key)
+	{
+		Oid			types[9] = {TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
+		Datum		values[9];
+
+		values[0] = CStringGetTextDatum(key);
+		values[1] = CStringGetTextDatum(topic);
+		values[2] = Int32GetDatum(b->partition);
+		values[3] = Int64GetDatum(b->first);
+		values[4] = Int64GetDatum(b->last);
+		values[5] = Int64GetDatum(b->events);
+		values[6] = Int64GetDatum(b->ndead);
+		values[7] = Int64GetDatum(bytes);
+		values[8] = CStringGetTextDatum(use_s3 ? "s3" : "local");
+		if (SPI_execute_with_args("INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
+								  " first_offset, last_offset, events, dead_letters, bytes, storage)"
+								  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+								  9, types, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "recsys archiver: could not insert the manifest row");
+	}
+	foreach(lc, b->dead)
+	{
+		DeadLetter *d = lfirst(lc);
+		Oid			types[7] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID, TEXTOID, INT8OID};
+		Datum		values[7];
+		char		nulls[7] = "       ";
+
+		values[0] = CStringGetTextDatum(topic);
+		values[1] = Int32GetDatum(b->partition);
+		values[2] = Int64GetDatum(d->offset);
+		values[3] = PointerGetDatum(d->key);
+		values[4] = PointerGetDatum(d->value);
+		values[5] = CStringGetTextDatum(d->reason);
+		values[6] = Int64GetDatum(d->queue_id);
+		if (d->key == NULL)
+			nulls[3] = 'n';
+		if (d->value == NULL)
+			nulls[4] = 'n';
+		if (d->queue_id < 0)
+			nulls[6] = 'n';
+		if (SPI_execute_with_args("INSERT INTO recsys.archive_dead_letters (topic, partition, \"offset\","
+								  " key, value, reason, queue_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+								  " ON CONFLICT DO NOTHING",
+								  7, types, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "recsys archiver: could not insert a dead letter");
+	}
+	if (b->ndead > 0)
+		ereport(LOG,
+				(errmsg("recsys archiver set aside %lld invalid messages of partition %d in recsys.archive_dead_letters",
+						(long long) b->ndead, b->partition)));
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * Store next_offset for a partition (inside a transaction, SPI connected), after
+ * checking that the stored one is still expected: an archive range is never written
+ * twice.  gap_from >= 0 also records a retention gap.
+ */
+static void
+store_offset(int32 partition, int64 expected, int64 next_offset, int64 gap_from, int64 gap_to)
+{
+	Oid			types[4] = {TEXTOID, INT4OID, INT8OID, INT8OID};
+	Datum		values[4];
+	int64		stored = 0;
+
+	values[0] = CStringGetTextDatum(topic);
+	values[1] = Int32GetDatum(partition);
+	if (SPI_execute_with_args("SELECT next_offset FROM recsys.archive_offsets"
+							  " WHERE topic = $1 AND partition = $2 FOR UPDATE",
+							  2, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "recsys archiver: could not read the offsets");
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+
+		stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (stored != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("recsys archiver: the stored offset of %s partition %d is %lld, expected %lld",
+						topic, partition, (long long) stored, (long long) expected),
+				 errdetail("Another process archived this partition; this worker restarts and rereads its offsets.")));
+	if (gap_from >= 0)
+	{
+		values[2] = Int64GetDatum(gap_from);
+		values[3] = Int64GetDatum(gap_to);
+		if (SPI_execute_with_args("INSERT INTO recsys.archive_gaps (topic, partition, from_offset, to_offset)"
+								  " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+								  4, types, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "recsys archiver: could not record a gap");
+	}
+	values[2] = Int64GetDatum(next_offset);
+	if (SPI_execute_with_args("INSERT INTO recsys.archive_offsets (topic, partition, next_offset)"
+							  " VALUES ($1, $2, $3) ON CONFLICT (topic, partition) DO UPDATE"
+							  " SET next_offset = excluded.next_offset, updated_at = now()",
+							  3, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "recsys archiver: could not store the offsets");
+}
+
+/* Read the stored offsets of our topic: a list of (partition, next_offset) pairs. */
+static List *
+load_offsets(void)
+{
+	List	   *result = NIL;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	uint64		i;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	values[0] = CStringGetTextDatum(topic);
+	if (SPI_execute_with_args("SELECT partition, next_offset FROM recsys.archive_offsets WHERE topic = $1",
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "recsys archiver: could not read the offsets");
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		int64	   *pair = palloc(2 * sizeof(int64));
+
+		MemoryContextSwitchTo(old);
+		pair[0] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		pair[1] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		result = lappend(result, pair);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return result;
+}
+
+static int64
+offset_of(List *offsets, int32 partition)
+{
+	ListCell   *lc;
+
+	foreach(lc, offsets)
+	{
+		int64	   *pair = lfirst(lc);
+
+		if (pair[0] == partition)
+			return pair[1];
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Kafka
+ * ---------------------------------------------------------------------------------
+ */
+
+/* Next offset to read in a partition: at least last + 1 of what we hold. */
+static int64
+kafka_position(KafkaConsumer *c, Batch *b)
+{
+	int64		pos = -1;
+	int64		floor_pos = b->first >= 0 ? b->last + 1 : b->committed;
+
+	if (KafkaConsumerPosition(c, b->partition, &pos) != KAFKA_OK || pos < floor_pos)
+		pos = floor_pos;
+	return pos;
+}
+
+/* Flush every batch; false if one could not be stored. */
+static bool
+flush_all(KafkaConsumer *c)
+{
+	int			i;
+
+	for (i = 0; i < nbatches; i++)
+	{
+		Batch	   *b = &batches[i];
+
+		if (b->first >= 0 && !batch_flush(b, c ? kafka_position(c, b) : b->last + 1))
+			return false;
+	}
+	return true;
+}
+
+/* (Re)assign our partitions at their committed offsets; batches must be empty. */
+static bool
+assign_all(KafkaConsumer *c)
+{
+	int32	   *parts = palloc(sizeof(int32) * Max(nbatches, 1));
+	int64	   *offs = palloc(sizeof(int64) * Max(nbatches, 1));
+	char		err[512];
+	int			i;
+
+	for (i = 0; i < nbatches; i++)
+	{
+		parts[i] = batches[i].partition;
+		offs[i] = batches[i].committed;
+	}
+	if (KafkaConsumerAssign(c, nbatches, parts, offs, err, sizeof(err)) != KAFKA_OK)
+	{
+		log_state(false, err);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The log no longer has the offsets we need (retention): record the gap loudly and
+ * continue at the low watermark.  The batch is empty here.  False when the gap cannot
+ * be resolved (offset beyond the end: the topic was recreated).
+ */
+static bool
+handle_gap(KafkaConsumer *c, Batch *b, int64 low, int64 high)
+{
+	char		msg[512];
+
+	if (b->committed > high)
+	{
+		snprintf(msg, sizeof(msg),
+				 "archived offset %lld of %s partition %d is beyond the end of the log (%lld): was the topic recreated? Delete its rows from recsys.archive_offsets to start over",
+				 (long long) b->committed, topic, b->partition, (long long) high);
+		set_error(msg);
+		ereport(WARNING, (errmsg("recsys archiver: %s", msg)));
+		return false;
+	}
+	if (b->committed >= low)
+		return true;
+	snprintf(msg, sizeof(msg),
+			 "offsets %lld to %lld of %s partition %d were deleted by the log's retention before they were archived; recorded in recsys.archive_gaps",
+			 (long long) b->committed, (long long) low - 1, topic, b->partition);
+	ereport(WARNING, (errmsg("recsys archiver: %s", msg)));
+	set_error(msg);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	store_offset(b->partition, b->committed, low, b->committed, low);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+
+	SpinLockAcquire(&Shared->mutex);
+	Shared->gap_offsets += low - b->committed;
+	Shared->parts[b->slot].committed = low;
+	SpinLockRelease(&Shared->mutex);
+	b->committed = low;
+	return assign_all(c);
+}
+
+/* The main loop with Kafka. */
+static void
+kafka_loop(void)
+{
+	KafkaConsumer *c = NULL;
+	KafkaMessage *msgs = palloc(sizeof(KafkaMessage) * ARCHIVER_POLL_BATCH);
+	TimestampTz next_tick = 0;
+	TimestampTz next_partcheck = 0;
+	TimestampTz connect_at = 0;
+	int			connect_backoff = 0;
+	char		err[1024];
+	int			i;
+
+	strlcpy(topic, recsys_kafka_topic, sizeof(topic));
+	for (;;)
+	{
+		TimestampTz now;
+		int			n;
+		int32		bad = -1;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!reload_if_asked(true))
+		{
+			flush_all(c);
+			break;
+		}
+		if (got_sigterm)
+		{
+			(void) archiver_interrupt(NULL);	/* start the shutdown clock */
+			if (!flush_all(c))
+				ereport(LOG, (errmsg("recsys archiver exits with unarchived events; they are archived after the restart")));
+			break;
+		}
+		now = GetCurrentTimestamp();
+
+		/* connect, learn the partitions, assign ours */
+		if (c == NULL || now >= next_partcheck)
+		{
+			int			nparts = 0;
+
+			if (c == NULL)
+			{
+				if (now < connect_at)
+				{
+					sleep_ms(100);
+					continue;
+				}
+				c = KafkaConsumerNew(recsys_kafka_brokers, recsys_kafka_properties, topic, NULL,
+									 archiver_interrupt, NULL, err, sizeof(err));
+				if (c == NULL)
+				{
+					log_state(false, err);
+					connect_backoff = connect_backoff ? Min(connect_backoff * 2, ARCHIVER_RETRY_MAX_MS) : ARCHIVER_RETRY_MIN_MS;
+					connect_at = TimestampTzPlusMilliseconds(now, connect_backoff);
+					continue;
+				}
+			}
+			if (KafkaConsumerPartitions(c, recsys_kafka_timeout_ms, &nparts, err, sizeof(err)) != KAFKA_OK ||
+				nparts == 0)
+			{
+				if (nparts == 0 && err[0] == '\0')
+					snprintf(err, sizeof(err), "topic \"%s\" does not exist", topic);
+				log_state(false, err);
+				next_partcheck = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 2000);
+				if (nbatches == 0)
+				{
+					sleep_ms(500);
+					continue;
+				}
+			}
+			else
+			{
+				int			mine = 0;
+
+				log_state(true, NULL);
+				connect_backoff = 0;
+				for (i = 0; i < nparts; i++)
+					if (i % recsys_archiver_workers == MyIndex)
+						mine++;
+				if (mine != nbatches)
+				{
+					/* first time, or the topic has new partitions: start over */
+					List	   *offsets;
+					int			k = 0;
+
+					if (!flush_all(c))
+					{
+						sleep_ms(200);
+						continue;
+					}
+					offsets = load_offsets();
+					for (i = 0; i < nbatches; i++)
+						MemoryContextDelete(batches[i].ctx);
+					batches = MemoryContextAllocZero(TopMemoryContext, sizeof(Batch) * Max(mine, 1));
+					nbatches = mine;
+					for (i = 0; i < nparts; i++)
+						if (i % recsys_archiver_workers == MyIndex)
+							batch_init(&batches[k++], i, offset_of(offsets, i));
+					if (!assign_all(c))
+					{
+						nbatches = 0;
+						continue;
+					}
+					if (nbatches > 0)
+						ereport(LOG,
+								(errmsg("recsys archiver %d archives %d of the %d partitions of topic \"%s\"",
+										MyIndex, nbatches, nparts, topic)));
+				}
+				next_partcheck = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 30000);
+			}
+		}
+		if (nbatches == 0)
+		{
+			/* more workers than partitions */
+			sleep_ms(1000);
+			continue;
+		}
+
+		/* the store is down: retry the pending flushes with backoff, read nothing */
+		if (store_down)
+		{
+			if (GetCurrentTimestamp() < store_retry_at)
+			{
+				sleep_ms(100);
+				continue;
+			}
+			if (!flush_all(c))
+				continue;
+		}
+
+		n = KafkaConsumerPoll(c, msgs, ARCHIVER_POLL_BATCH, 100, &bad, err, sizeof(err));
+		for (i = 0; i < n; i++)
+		{
+			KafkaMessage *m = &msgs[i];
+			int			k;
+
+			for (k = 0; k < nbatches; k++)
+				if (batches[k].partition == m->partition)
+					break;
+			if (k == nbatches)
+				continue;		/* not ours: cannot happen with manual assignment */
+			batch_add(&batches[k], m->offset, -1, m->key, m->key_len, m->value, m->value_len);
+		}
+		if (n == KAFKA_OUT_OF_RANGE)
+		{
+			for (i = 0; i < nbatches; i++)
+			{
+				int64		low,
+							high;
+
+				if (batches[i].partition != bad)
+					continue;
+				if (!flush_all(c))
+					break;
+				if (KafkaConsumerWatermarks(c, bad, &low, &high, recsys_kafka_timeout_ms,
+											err, sizeof(err)) == KAFKA_OK)
+				{
+					if (!handle_gap(c, &batches[i], low, high))
+						sleep_ms(5000);
+				}
+			}
+		}
+		else if (n < 0 && n != KAFKA_INTERRUPTED)
+			log_state(false, err);
+
+		/* flush what is due */
+		now = GetCurrentTimestamp();
+		for (i = 0; i < nbatches && !store_down; i++)
+		{
+			Batch	   *b = &batches[i];
+			int64		want;
+
+			SpinLockAcquire(&Shared->mutex);
+			want = Shared->parts[b->slot].want;
+			SpinLockRelease(&Shared->mutex);
+			if (b->first >= 0 &&
+				(b->events + b->ndead >= recsys_archive_flush_events ||
+				 TimestampDifferenceExceeds(b->started, now, recsys_archive_flush_interval_ms) ||
+				 (want > b->committed && kafka_position(c, b) >= want)))
+				(void) batch_flush(b, kafka_position(c, b));
+			else if (b->first < 0 && want > b->committed)
+			{
+				/* only transaction markers or aborted messages since: move on */
+				int64		pos = kafka_position(c, b);
+
+				if (pos > b->committed)
+				{
+					SetCurrentStatementStartTimestamp();
+					StartTransactionCommand();
+					SPI_connect();
+					PushActiveSnapshot(GetTransactionSnapshot());
+					store_offset(b->partition, b->committed, pos, -1, -1);
+					SPI_finish();
+					PopActiveSnapshot();
+					CommitTransactionCommand();
+					b->committed = pos;
+					SpinLockAcquire(&Shared->mutex);
+					Shared->parts[b->slot].committed = pos;
+					SpinLockRelease(&Shared->mutex);
+				}
+			}
+		}
+
+		/* once a second: watermarks (lag, retention gaps) */
+		if (now >= next_tick)
+		{
+			bool		reached = true;
+
+			for (i = 0; i < nbatches; i++)
+			{
+				Batch	   *b = &batches[i];
+				int64		low,
+							high;
+
+				if (KafkaConsumerWatermarks(c, b->partition, &low, &high, 1000,
+											err, sizeof(err)) != KAFKA_OK)
+				{
+					reached = false;
+					break;
+				}
+				SpinLockAcquire(&Shared->mutex);
+				Shared->parts[b->slot].low = low;
+				Shared->parts[b->slot].high = high;
+				SpinLockRelease(&Shared->mutex);
+				if (b->first < 0 && kafka_position(c, b) < low)
+					(void) handle_gap(c, b, low, high);
+			}
+			log_state(reached, err);
+			next_tick = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ARCHIVER_TICK_MS);
+		}
+	}
+	if (c)
+		KafkaConsumerFree(c);
+}
+
+/* ---------------------------------------------------------------------------------
+ * The queue table
+ * ---------------------------------------------------------------------------------
+ */
+
+/* Rows waiting in the queue, counted up to limit. */
+static int64
+queue_pending(int64 limit)
+{
+	int64		n;
+	bool		isnull;
+	Oid			types[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(limit)};
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("SELECT count(*) FROM (SELECT 1 FROM recsys.event_queue LIMIT $1) s",
+							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "recsys archiver: could not count the queue");
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return n;
+}
+
+typedef struct QueueRow
+{
+	int64		id;
+	HeapTuple	tuple;
+} QueueRow;
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = ((const QueueRow *) a)->id;
+	int64		y = ((const QueueRow *) b)->id;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * Archive up to limit of the oldest queue rows in one transaction: take and delete
+ * them, PUT, manifest and offset, commit.  False when the PUT failed (rolled back).
+ */
+static bool
+queue_flush(int limit)
+{
+	Batch	   *b = &batches[0];
+	Oid			types[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(limit)};
+	QueueRow   *rows;
+	uint64		n,
+				i;
+	char		err[1024];
+	char	   *key = NULL;
+	const char *data = NULL;
+	size_t		len = 0;
+	int64		next_offset;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "archiving the event queue");
+	if (SPI_execute_with_args("DELETE FROM recsys.event_queue WHERE id IN"
+							  " (SELECT id FROM recsys.event_queue ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+							  " RETURNING id, key, value",
+							  1, types, values, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
+		elog(ERROR, "recsys archiver: could not take rows from recsys.event_queue");
+	n = SPI_processed;
+	if (n == 0)
+	{
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		return true;
+	}
+	rows = palloc(sizeof(QueueRow) * n);
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		rows[i].tuple = SPI_tuptable->vals[i];
+		rows[i].id = DatumGetInt64(SPI_getbinval(rows[i].tuple, SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	qsort(rows, n, sizeof(QueueRow), cmp_int64);
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+		text	   *k = DatumGetTextPP(SPI_getbinval(rows[i].tuple, SPI_tuptable->tupdesc, 2, &isnull));
+		text	   *v = DatumGetTextPP(SPI_getbinval(rows[i].tuple, SPI_tuptable->tupdesc, 3, &isnull));
+
+		batch_add(b, b->committed + (int64) i, rows[i].id, VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k),
+				  VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+	}
+	next_offset = b->last + 1;
+
+	if (b->events > 0)
+	{
+		if (b->stage.len > 0 && S3GzipWrite(b->gz, b->stage.data, b->stage.len) != 0)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
+		resetStringInfo(&b->stage);
+		if (S3GzipFinish(b->gz) != 0)
+			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
+		data = S3GzipOutput(b->gz)->data;
+		len = S3GzipOutput(b->gz)->len;
+		key = object_key(QUEUE_TOPIC, 0, b->first);
+		if (!store_put(key, data, len, err, sizeof(err)))
+		{
+			/* roll the deletion back: the rows wait for the next try */
+			SPI_finish();
+			PopActiveSnapshot();
+			AbortCurrentTransaction();
+			batch_reset(b);
+			store_state(false, err);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			return false;
+		}
+		store_state(true, NULL);
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	/* same transaction: manifest row, dead letters, offset (commit_batch commits) */
+	{
+		ListCell   *lc;
+
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		store_offset(0, b->committed, next_offset, -1, -1);
+		if (key)
+		{
+			Oid			mtypes[9] = {TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
+			Datum		mvalues[9];
+
+			mvalues[0] = CStringGetTextDatum(key);
+			mvalues[1] = CStringGetTextDatum(QUEUE_TOPIC);
+			mvalues[2] = Int32GetDatum(0);
+			mvalues[3] = Int64GetDatum(b->first);
+			mvalues[4] = Int64GetDatum(b->last);
+			mvalues[5] = Int64GetDatum(b->events);
+			mvalues[6] = Int64GetDatum(b->ndead);
+			mvalues[7] = Int64GetDatum((int64) len);
+			mvalues[8] = CStringGetTextDatum(use_s3 ? "s3" : "local");
+			if (SPI_execute_with_args("INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
+									  " first_offset, last_offset, events, dead_letters, bytes, storage)"
+									  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+									  9, mtypes, mvalues, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "recsys archiver: could not insert the manifest row");
+		}
+		foreach(lc, b->dead)
+		{
+			DeadLetter *d = lfirst(lc);
+			Oid			dtypes[7] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID, TEXTOID, INT8OID};
+			Datum		dvalues[7];
+			char		nulls[7] = "       ";
+
+			dvalues[0] = CStringGetTextDatum(QUEUE_TOPIC);
+			dvalues[1] = Int32GetDatum(0);
+			dvalues[2] = Int64GetDatum(d->offset);
+			dvalues[3] = PointerGetDatum(d->key);
+			dvalues[4] = PointerGetDatum(d->value);
+			dvalues[5] = CStringGetTextDatum(d->reason);
+			dvalues[6] = Int64GetDatum(d->queue_id);
+			if (d->key == NULL)
+				nulls[3] = 'n';
+			if (d->value == NULL)
+				nulls[4] = 'n';
+			if (SPI_execute_with_args("INSERT INTO recsys.archive_dead_letters (topic, partition, \"offset\","
+									  " key, value, reason, queue_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+									  " ON CONFLICT DO NOTHING",
+									  7, dtypes, dvalues, nulls, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "recsys archiver: could not insert a dead letter");
+		}
+		if (b->ndead > 0)
+			ereport(LOG,
+					(errmsg("recsys archiver set aside %lld invalid rows of recsys.event_queue in recsys.archive_dead_letters",
+							(long long) b->ndead)));
+		SPI_finish();
+		PopActiveSnapshot();
+	}
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	SpinLockAcquire(&Shared->mutex);
+	Shared->parts[b->slot].committed = next_offset;
+	if (b->events > 0)
+		Shared->objects++;
+	Shared->events += b->events;
+	Shared->bytes += len;
+	Shared->dead_letters += b->ndead;
+	Shared->last_flush = GetCurrentTimestamp();
+	SpinLockRelease(&Shared->mutex);
+	b->committed = next_offset;
+	batch_reset(b);
+	return true;
+}
+
+/* The main loop without Kafka: drain recsys.event_queue. */
+static void
+queue_loop(void)
+{
+	List	   *offsets;
+	TimestampTz waiting_since = 0;
+	uint64		seen_request;
+
+	strlcpy(topic, QUEUE_TOPIC, sizeof(topic));
+	offsets = load_offsets();
+	batches = MemoryContextAllocZero(TopMemoryContext, sizeof(Batch));
+	nbatches = 1;
+	batch_init(&batches[0], 0, offset_of(offsets, 0));
+	SpinLockAcquire(&Shared->mutex);
+	seen_request = Shared->flush_request;
+	SpinLockRelease(&Shared->mutex);
+
+	for (;;)
+	{
+		int64		pending;
+		uint64		request;
+		bool		due;
+		TimestampTz now;
+
+		CHECK_FOR_INTERRUPTS();
+		if (!reload_if_asked(false))
+			break;
+		if (store_down && !got_sigterm && GetCurrentTimestamp() < store_retry_at)
+		{
+			sleep_ms(100);
+			continue;
+		}
+		pending = queue_pending(recsys_archive_flush_events);
+		now = GetCurrentTimestamp();
+		SpinLockAcquire(&Shared->mutex);
+		request = Shared->flush_request;
+		Shared->parts[batches[0].slot].low = batches[0].committed;
+		Shared->parts[batches[0].slot].high = batches[0].committed + pending;
+		SpinLockRelease(&Shared->mutex);
+
+		if (pending == 0)
+			waiting_since = 0;
+		else if (waiting_since == 0)
+			waiting_since = now;
+		due = pending > 0 &&
+			(pending >= recsys_archive_flush_events || request != seen_request || got_sigterm ||
+			 TimestampDifferenceExceeds(waiting_since, now, recsys_archive_flush_interval_ms));
+		if (due)
+		{
+			if (request != seen_request)
+				seen_request = request;
+			if (queue_flush(recsys_archive_flush_events))
+			{
+				waiting_since = 0;
+				continue;		/* more may be waiting */
+			}
+			if (got_sigterm)
+				break;
+			continue;
+		}
+		if (got_sigterm)
+			break;
+		sleep_ms(pending > 0 ? 100 : 250);
+	}
+}
+
+/* ---------------------------------------------------------------------------------
+ * SQL functions
+ * ---------------------------------------------------------------------------------
+ */
+
+static void
+require_archiver(void)
+{
+	if (Shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the recsys archiver is not running"),
+				 errhint("Add recsys to shared_preload_libraries and restart the server.")));
+	if (recsys_archiver_workers == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the recsys archiver is not running"),
+				 errhint("Set recsys.archiver_workers to 1 or more and restart the server.")));
+}
+
+static int
+backend_interrupt(void *arg)
+{
+	return InterruptPending;
+}
+
+/* Sleep a little while waiting; raises on cancel or statement_timeout. */
+static void
+sync_sleep(long ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, ms,
+					 PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/* Run a query returning one bigint (NULL -> -1). */
+static int64
+query_int8(const char *sql)
+{
+	bool		isnull;
+	int64		v;
+
+	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "recsys: query failed: %s", sql);
+	v = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return isnull ? -1 : v;
+}
+
+static void
+sync_timeout(const char *what, int64 timeout_ms)
+{
+	char		last_error[512];
+
+	SpinLockAcquire(&Shared->mutex);
+	strlcpy(last_error, Shared->last_error, sizeof(last_error));
+	SpinLockRelease(&Shared->mutex);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("recsys_archive_sync timed out after %lld ms", (long long) timeout_ms),
+			 errdetail("%s%s%s", what, last_error[0] ? " Last archiver error: " : "", last_error),
+			 errhint("See recsys.status and the server log.")));
+}
+
+/* The end offset (high watermark) of every partition of the archived topic, now. */
+static int64 *
+log_end_offsets(int *nparts_out)
+{
+	KafkaConsumer *volatile c = NULL;
+	int64	   *volatile high = NULL;
+	volatile int nparts = 0;
+	char		err[1024];
+	char		topicname[256];
+
+	SpinLockAcquire(&Shared->mutex);
+	strlcpy(topicname, Shared->topic, sizeof(topicname));
+	SpinLockRelease(&Shared->mutex);
+
+	PG_TRY();
+	{
+		int			rc;
+		int			n = 0;
+		int			i;
+
+		c = KafkaConsumerNew(recsys_kafka_brokers, recsys_kafka_properties, topicname, NULL,
+							 backend_interrupt, NULL, err, sizeof(err));
+		if (c == NULL)
+			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("could not connect to Kafka: %s", err)));
+		rc = KafkaConsumerPartitions(c, recsys_kafka_timeout_ms, &n, err, sizeof(err));
+		CHECK_FOR_INTERRUPTS();
+		if (rc != KAFKA_OK)
+			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE),
+							errmsg("could not read the partitions of topic \"%s\": %s", topicname, err)));
+		nparts = n;
+		high = palloc0(sizeof(int64) * Max(n, 1));
+		for (i = 0; i < n; i++)
+		{
+			int64		low,
+						h;
+
+			rc = KafkaConsumerWatermarks(c, i, &low, &h, recsys_kafka_timeout_ms, err, sizeof(err));
+			CHECK_FOR_INTERRUPTS();
+			if (rc != KAFKA_OK)
+				ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("%s", err)));
+			high[i] = h;
+		}
+	}
+	PG_FINALLY();
+	{
+		if (c)
+			KafkaConsumerFree(c);
+	}
+	PG_END_TRY();
+	*nparts_out = nparts;
+	return high;
+}
+
+/*
+ * recsys_archive_sync(timeout): wait until every event produced before the call (the
+ * outbox relayed, then each partition's offsets up to the log's end at that moment)
+ * is archived; return the events archived so far.
+ */
+Datum
+recsys_archive_sync(PG_FUNCTION_ARGS)
+{
+	Interval   *iv = PG_GETARG_INTERVAL_P(0);
+	int64		timeout_ms = (iv->time + ((int64) iv->day + (int64) iv->month * DAYS_PER_MONTH) * USECS_PER_DAY) / 1000;
+	TimestampTz deadline;
+	char		mode[16];
+	int64		result;
+	int			i;
+
+	require_archiver();
+	if (timeout_ms < 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("timeout must not be negative")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("recsys_archive_sync cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("Call it in a READ COMMITTED transaction: it must see the archiver's commits.")));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	SpinLockAcquire(&Shared->mutex);
+	strlcpy(mode, Shared->mode, sizeof(mode));
+	SpinLockRelease(&Shared->mutex);
+	if (mode[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the recsys archiver has not started yet")));
+
+	SPI_connect();
+
+	/* 1. real-time ratings still in the outbox must reach the log first */
+	if (OidIsValid(get_relname_relid("outbox", get_namespace_oid("recsys", false))))
+	{
+		int64		max_id = query_int8("SELECT max(id) FROM recsys.outbox");
+
+		if (max_id >= 0)
+		{
+			char	   *q = psprintf("SELECT count(*) FROM recsys.outbox WHERE id <= %lld", (long long) max_id);
+
+			while (query_int8(q) > 0)
+			{
+				if (GetCurrentTimestamp() >= deadline)
+					sync_timeout("Ratings of recsys.outbox are not yet relayed to the event log.", timeout_ms);
+				sync_sleep(10);
+			}
+		}
+	}
+
+	if (strcmp(mode, "queue") == 0)
+	{
+		int64		max_id = query_int8("SELECT max(id) FROM recsys.event_queue");
+
+		if (max_id >= 0)
+		{
+			char	   *q = psprintf("SELECT count(*) FROM recsys.event_queue WHERE id <= %lld", (long long) max_id);
+
+			while (query_int8(q) > 0)
+			{
+				SpinLockAcquire(&Shared->mutex);
+				Shared->flush_request++;
+				if (Shared->latch[0])
+					SetLatch(Shared->latch[0]);
+				SpinLockRelease(&Shared->mutex);
+				if (GetCurrentTimestamp() >= deadline)
+					sync_timeout("Rows of recsys.event_queue are not yet archived.", timeout_ms);
+				sync_sleep(10);
+			}
+		}
+	}
+	else
+	{
+		int			nparts = 0;
+		int64	   *high = log_end_offsets(&nparts);
+
+		/* ask the workers to flush as soon as they hold those offsets, then wait */
+		for (;;)
+		{
+			bool		done = true;
+			char		what[256] = "";
+
+			SpinLockAcquire(&Shared->mutex);
+			for (i = 0; i < nparts; i++)
+			{
+				int			s;
+
+				for (s = 0; s < ARCHIVER_MAX_PARTITIONS; s++)
+					if (Shared->parts[s].partition == i)
+						break;
+				if (s == ARCHIVER_MAX_PARTITIONS || Shared->parts[s].committed < high[i])
+				{
+					done = false;
+					if (s < ARCHIVER_MAX_PARTITIONS)
+					{
+						if (Shared->parts[s].want < high[i])
+							Shared->parts[s].want = high[i];
+						snprintf(what, sizeof(what), "Partition %d is archived up to offset %lld of %lld.",
+								 i, (long long) Shared->parts[s].committed, (long long) high[i]);
+					}
+					else
+						snprintf(what, sizeof(what), "No archiver worker has partition %d yet.", i);
+				}
+			}
+			SpinLockRelease(&Shared->mutex);
+			if (done)
+				break;
+			if (GetCurrentTimestamp() >= deadline)
+				sync_timeout(what, timeout_ms);
+			sync_sleep(10);
+		}
+	}
+
+	result = query_int8("SELECT coalesce(sum(events), 0)::bigint FROM recsys.archive_manifest");
+	SPI_finish();
+	PG_RETURN_INT64(result);
+}
+
+/* recsys.archive_status(): the archiver's rows of recsys.status. */
+Datum
+recsys_archive_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArchiverShared *copy;
+	int			running = 0;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+#define ROW(c, m, v) do { \
+		Datum	vals[3]; bool nulls[3] = {false, false, false}; \
+		vals[0] = CStringGetTextDatum(c); vals[1] = CStringGetTextDatum(m); \
+		vals[2] = CStringGetTextDatum(v); \
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, vals, nulls); \
+	} while (0)
+
+	if (Shared == NULL)
+	{
+		ROW("archiver", "state", "not running: recsys is not in shared_preload_libraries");
+		return (Datum) 0;
+	}
+	copy = palloc(sizeof(ArchiverShared));
+	SpinLockAcquire(&Shared->mutex);
+	memcpy(copy, Shared, sizeof(ArchiverShared));
+	SpinLockRelease(&Shared->mutex);
+
+	for (i = 0; i < ARCHIVER_MAX_WORKERS; i++)
+		if (copy->pid[i] != 0)
+			running++;
+	ROW("archiver", "workers", psprintf("%d of %d running", running, recsys_archiver_workers));
+	ROW("archiver", "mode", copy->mode[0] ? copy->mode : "not started");
+	ROW("archiver", "storage", copy->storage);
+	ROW("archiver", "store", copy->store_down ? "unavailable (retrying)" : "ok");
+	if (strcmp(copy->mode, "kafka") == 0)
+		ROW("archiver", "kafka", copy->log_down ? "unreachable (retrying)" : "ok");
+	ROW("archiver", "objects_since_start", psprintf(INT64_FORMAT, copy->objects));
+	ROW("archiver", "events_since_start", psprintf(INT64_FORMAT, copy->events));
+	ROW("archiver", "bytes_since_start", psprintf(INT64_FORMAT, copy->bytes));
+	ROW("archiver", "last_flush", copy->last_flush ? timestamptz_to_str(copy->last_flush) : "");
+	ROW("archiver", "last_error", copy->last_error);
+	ROW("archiver", "last_error_at", copy->last_error_at ? timestamptz_to_str(copy->last_error_at) : "");
+	ROW("archiver", "retention_gap_offsets_since_start", psprintf(INT64_FORMAT, copy->gap_offsets));
+	for (i = 0; i < ARCHIVER_MAX_PARTITIONS; i++)
+	{
+		ArchiverPartition *p = &copy->parts[i];
+
+		if (p->partition < 0)
+			continue;
+		ROW("event_log", psprintf("%s/%d archived_offset", copy->topic, p->partition),
+			psprintf(INT64_FORMAT, p->committed));
+		ROW("event_log", psprintf("%s/%d end_offset", copy->topic, p->partition),
+			psprintf(INT64_FORMAT, p->high));
+		ROW("event_log", psprintf("%s/%d lag", copy->topic, p->partition),
+			p->high >= 0 && p->committed >= 0 ? psprintf(INT64_FORMAT, Max(p->high - p->committed, 0)) : "unknown");
+	}
+	return (Datum) 0;
 }

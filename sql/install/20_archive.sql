@@ -1,0 +1,94 @@
+/*
+ * recsys install script, part 20: the archive (event log -> S3 / MinIO or a directory).
+ *
+ * The "recsys archiver" background workers write the events of each partition as
+ * gzip NDJSON objects under deterministic keys, and only after an object is stored
+ * record it in archive_manifest together with the partition's new offset in
+ * archive_offsets, in one transaction.  A replay after a crash therefore rewrites the
+ * same key and nothing is listed twice.  Offsets of the embedded queue (topic 'queue',
+ * partition 0) are assigned by the archiver in commit order of the queue rows, so that
+ * object ranges never overlap even when producers commit out of id order.
+ */
+
+/* Every archived object, with its partition and offset range. */
+CREATE TABLE recsys.archive_manifest (
+	object_key	text PRIMARY KEY,
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	first_offset bigint NOT NULL,
+	last_offset	bigint NOT NULL,
+	events		bigint NOT NULL,			-- events in the object
+	dead_letters bigint NOT NULL DEFAULT 0,	-- messages of the range set aside
+	bytes		bigint NOT NULL,			-- compressed size
+	storage		text NOT NULL CHECK (storage IN ('s3', 'local')),
+	archived_at	timestamptz NOT NULL DEFAULT now(),
+	CHECK (first_offset <= last_offset),
+	UNIQUE (topic, partition, first_offset)
+);
+CREATE INDEX ON recsys.archive_manifest (archived_at);
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_manifest', '');
+
+/* The next offset to archive, per partition: committed with each manifest row. */
+CREATE TABLE recsys.archive_offsets (
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	next_offset	bigint NOT NULL CHECK (next_offset >= 0),
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (topic, partition)
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_offsets', '');
+
+/* Messages that are not valid events: kept with where they came from, never blocking. */
+CREATE TABLE recsys.archive_dead_letters (
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	"offset"	bigint NOT NULL,
+	key			bytea,
+	value		bytea,
+	reason		text NOT NULL,
+	queue_id	bigint,						-- the event_queue row id (topic 'queue')
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (topic, partition, "offset")
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_dead_letters', '');
+
+/*
+ * Offsets the event log deleted (retention) before they were archived: reported
+ * loudly, in the server log and in recsys.status, never skipped in silence.
+ */
+CREATE TABLE recsys.archive_gaps (
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	from_offset	bigint NOT NULL,			-- first offset lost
+	to_offset	bigint NOT NULL,			-- first offset still available
+	detected_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (topic, partition, from_offset)
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_gaps', '');
+
+CREATE FUNCTION recsys_archive_sync(timeout interval DEFAULT '60 s')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'recsys_archive_sync'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys_archive_sync(interval) IS
+	'Wait until every event produced before the call is archived; returns the events archived so far';
+
+/* The archiver's part of recsys.status: state kept in shared memory by the workers. */
+CREATE FUNCTION recsys.archive_status()
+RETURNS TABLE (component text, metric text, value text)
+AS 'MODULE_PATHNAME', 'recsys_archive_status'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE VIEW recsys.status AS
+	SELECT s.component, s.metric, s.value FROM recsys.archive_status() s
+	UNION ALL
+	SELECT 'archive', 'objects', count(*)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'events', coalesce(sum(events), 0)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'dead_letters', count(*)::text FROM recsys.archive_dead_letters
+	UNION ALL
+	SELECT 'archive', 'retention_gap_offsets', coalesce(sum(to_offset - from_offset), 0)::text
+	  FROM recsys.archive_gaps;
+COMMENT ON VIEW recsys.status IS
+	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, ...';
