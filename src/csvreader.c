@@ -61,6 +61,7 @@ struct CsvReader
 
 	CsvRecord	rec;
 	char	  **fieldptrs;
+	int			nfieldptrs;		/* allocated length of fieldptrs */
 };
 
 static void field_cb(void *data, size_t len, void *arg);
@@ -423,7 +424,7 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 	{
 		int			i;
 
-		if (r->nfields > 0)
+		if (r->nfields > r->nfieldptrs)
 		{
 			char	  **fp = realloc(r->fieldptrs, r->maxfields * sizeof(char *));
 
@@ -433,6 +434,7 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 				return -1;
 			}
 			r->fieldptrs = fp;
+			r->nfieldptrs = r->maxfields;
 		}
 		for (i = 0; i < r->nfields; i++)
 			r->fieldptrs[i] = r->arena + r->offsets[i];

@@ -74,7 +74,7 @@ IngestParseTimestamp(const char *s, int64_t *out)
 
 	if (*s == '\0')
 		return false;
-	if (strchr(s, '-') == NULL || (s[0] >= '0' && s[0] <= '9' && strlen(s) < 10))
+	if (s[0] >= '0' && s[0] <= '9' && !(strnlen(s, 5) == 5 && s[4] == '-'))
 	{
 		/* epoch seconds: digits only, 0 .. year 9999 */
 		int64_t		v = 0;
