@@ -208,6 +208,7 @@ static int64 queue_pending(int64 limit);
 static bool queue_flush(int limit);
 static int	cmp_int64(const void *a, const void *b);
 static int64 *log_end_offsets(int *nparts_out);
+static void fault_point(const char *point);
 
 /* ---------------------------------------------------------------------------------
  * Registration and shared memory
@@ -701,6 +702,42 @@ local_put(const char *key, const char *data, size_t len, char *err, size_t errle
 	return true;
 }
 
+/*
+ * Test hook for the crash tests: when the file recsys_archiver_fault in the data
+ * directory names this point (before_put, after_put, after_commit), remove it, write
+ * recsys_archiver_paused and pause up to 60 s, so a test can kill -9 the worker or
+ * stop the server right there.  One stat() a flush otherwise.
+ */
+static void
+fault_point(const char *point)
+{
+	char		path[MAXPGPATH];
+	char		buf[64] = "";
+	FILE	   *f;
+	int			i;
+
+	snprintf(path, sizeof(path), "%s/recsys_archiver_fault", DataDir);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, " \r\n")] = '\0';
+	if (strcmp(buf, point) != 0)
+		return;
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/recsys_archiver_paused", DataDir);
+	if ((f = fopen(path, "w")) != NULL)
+	{
+		fprintf(f, "%s %d\n", point, MyProcPid);
+		fclose(f);
+	}
+	ereport(LOG, (errmsg("recsys archiver paused at fault point %s", point)));
+	for (i = 0; i < 600 && PostmasterIsAlive(); i++)
+		pg_usleep(100000L);
+	unlink(path);
+}
+
 /* ---------------------------------------------------------------------------------
  * Batches
  * ---------------------------------------------------------------------------------
@@ -835,6 +872,7 @@ batch_flush(Batch *b, int64 next_offset)
 		len = S3GzipOutput(b->gz)->len;
 		key = object_key(topic, b->partition, b->first);
 		pgstat_report_activity(STATE_RUNNING, "writing an archive object");
+		fault_point("before_put");
 		if (!store_put(key, data, len, err, sizeof(err)))
 		{
 			pgstat_report_activity(STATE_IDLE, NULL);
@@ -842,8 +880,10 @@ batch_flush(Batch *b, int64 next_offset)
 			return false;
 		}
 		store_state(true, NULL);
+		fault_point("after_put");
 	}
 	commit_batch(b, key, next_offset, (int64) len);
+	fault_point("after_commit");
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	SpinLockAcquire(&Shared->mutex);
@@ -1271,6 +1311,9 @@ kafka_loop(void)
 			if (k == nbatches)
 				continue;		/* not ours: cannot happen with manual assignment */
 			batch_add(&batches[k], m->offset, -1, m->key, m->key_len, m->value, m->value_len);
+			/* full: flush now, up to this message (more of the poll may follow) */
+			if (batches[k].events + batches[k].ndead >= recsys_archive_flush_events && !store_down)
+				(void) batch_flush(&batches[k], batches[k].last + 1);
 		}
 		if (n == KAFKA_OUT_OF_RANGE)
 		{
@@ -1475,6 +1518,7 @@ queue_flush(int limit)
 		data = S3GzipOutput(b->gz)->data;
 		len = S3GzipOutput(b->gz)->len;
 		key = object_key(QUEUE_TOPIC, 0, b->first);
+		fault_point("before_put");
 		if (!store_put(key, data, len, err, sizeof(err)))
 		{
 			/* roll the deletion back: the rows wait for the next try */
@@ -1487,6 +1531,7 @@ queue_flush(int limit)
 			return false;
 		}
 		store_state(true, NULL);
+		fault_point("after_put");
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -1549,6 +1594,7 @@ queue_flush(int limit)
 		PopActiveSnapshot();
 	}
 	CommitTransactionCommand();
+	fault_point("after_commit");
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	SpinLockAcquire(&Shared->mutex);

@@ -6,7 +6,7 @@ CFLAGS = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 LDLIBS = -lcurl -lxml2 -lz -lcrypto -ljansson -lpthread
 
 HERE := $(dir $(lastword $(MAKEFILE_LIST)))
-PROGRAMS = $(HERE)bin/s3_test
+PROGRAMS = $(HERE)bin/s3_test $(HERE)bin/s3_tool
 
 all: $(PROGRAMS)
 
@@ -18,3 +18,7 @@ clean:
 	rm -f $(PROGRAMS)
 
 .PHONY: all clean
+
+$(HERE)bin/s3_tool: $(HERE)s3_tool.c $(HERE)../../src/s3.c $(HERE)../../src/s3.h
+	mkdir -p $(HERE)bin
+	$(CC) $(CFLAGS) -o $@ $(HERE)s3_tool.c $(HERE)../../src/s3.c $(LDLIBS)
