@@ -1379,8 +1379,15 @@ kafka_loop(void)
 		if (now >= next_tick)
 		{
 			bool		reached = true;
+			int			np;
 
-			for (i = 0; i < nbatches; i++)
+			/*
+			 * librdkafka's watermark query can block past its timeout while the broker
+			 * is down, so a metadata request (bounded) checks the broker first.
+			 */
+			if (KafkaConsumerPartitions(c, 500, &np, err, sizeof(err)) != KAFKA_OK)
+				reached = false;
+			for (i = 0; i < nbatches && reached; i++)
 			{
 				Batch	   *b = &batches[i];
 				int64		low,

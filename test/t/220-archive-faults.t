@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# 220-archive-faults.t: the archiver under faults.
+#
+# - MinIO down: nothing advances, status says so, the log has one line for the outage
+#   (not one per retry), and everything is archived by itself once MinIO is back.
+# - Kafka down and back: the worker reconnects and archives what comes next.
+# - Retention: offsets deleted from the log before they were archived are recorded in
+#   recsys.archive_gaps, with a WARNING and in recsys.status; the rest is archived.
+source "$(dirname "$0")/2-archive-lib.bash"
+trap 'restore_defaults; "$STACK" start minio >/dev/null 2>&1; "$STACK" start kafka >/dev/null 2>&1' EXIT
+tmp=$(mktemp -d)
+T=arch220-$$-$RANDOM
+PGLOG=${RECSYS_STACK_DIR:-/var/tmp/recsys-stack}/logs/postgres.log
+: >"$tmp/produced"
+
+create_topic "$T" 3
+use_topic "$T"
+set_conf recsys.archive_flush_interval '300ms'
+
+check() {
+    cut -d'|' -f2- "$tmp/produced" | LC_ALL=C sort >"$tmp/expected"
+    archive_lines "$T" >"$tmp/archived"
+    if cmp -s "$tmp/expected" "$tmp/archived"; then ok 0 "$1: every event archived exactly once ($(wc -l <"$tmp/expected"))"
+    else ok 1 "$1: every event archived exactly once"
+        diag "expected $(wc -l <"$tmp/expected"), archived $(wc -l <"$tmp/archived")"; fi
+    is "$(manifest_overlaps "$T")" 0 "$1: no overlapping ranges"
+}
+
+# ---- MinIO down
+gen_events 1 1000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/produced"
+psql_val "SELECT recsys_archive_sync('30 s')" >/dev/null
+offsets_before=$(psql_val "SELECT string_agg(next_offset::text, ',' ORDER BY partition) FROM recsys.archive_offsets WHERE topic = '$T'")
+objects_before=$(psql_val "SELECT count(*) FROM recsys.archive_manifest WHERE topic = '$T'")
+log_start=$(wc -c <"$PGLOG")
+"$STACK" stop minio >/dev/null
+gen_events 1001 3000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/produced"
+sleep 8
+is "$(status store)" "unavailable (retrying)" "MinIO down: status store unavailable"
+like "$(status last_error)" "S3 PUT recsys/events/topic=$T/.*(connect|Connection)" "MinIO down: last_error names the PUT and the cause"
+is "$(psql_val "SELECT string_agg(next_offset::text, ',' ORDER BY partition) FROM recsys.archive_offsets WHERE topic = '$T'")" "$offsets_before" "MinIO down: no offset advanced"
+is "$(psql_val "SELECT count(*) FROM recsys.archive_manifest WHERE topic = '$T'")" "$objects_before" "MinIO down: no manifest row added"
+err=$(psql_err "SELECT recsys_archive_sync('2 s')")
+like "$err" 'recsys_archive_sync timed out after 2000 ms' "MinIO down: sync times out"
+like "$err" 'Last archiver error: S3 PUT' "MinIO down: the timeout error says why"
+is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'cannot write to the archive')" 1 "MinIO down: logged once, not per retry"
+"$STACK" start minio >/dev/null
+psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
+is "$(status store)" ok "MinIO back: status ok"
+is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'can write to the archive again')" 1 "MinIO back: logged once"
+check "MinIO outage"
+
+# ---- Kafka down and back
+"$STACK" stop kafka >/dev/null
+sleep 4
+like "$(status kafka)" 'unreachable' "Kafka down: status kafka unreachable"
+pid=$(archiver_pids)
+start=$(date +%s%N)
+psql_val "SELECT pg_terminate_backend($pid)" >/dev/null
+while [ -d "/proc/$pid" ] && [ $(( ($(date +%s%N) - start) / 1000000 )) -lt 10000 ]; do sleep 0.05; done
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+ok $([ $ms -lt 5000 ] && echo 0 || echo 1) "Kafka down: SIGTERM still exits within 5 s (${ms} ms)"
+wait_pg
+"$STACK" start kafka >/dev/null
+gen_events 5001 2000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/produced"
+psql_val "SELECT recsys_archive_sync('90 s')" >/dev/null
+is "$(status kafka)" ok "Kafka back: status ok"
+check "Kafka outage"
+
+# ---- retention deleted offsets before they were archived
+G=arch220g-$$-$RANDOM
+create_topic "$G" 1
+gen_events 100001 100 | produce "$G"
+echo "{\"partitions\":[{\"topic\":\"$G\",\"partition\":0,\"offset\":40}],\"version\":1}" >"$tmp/del.json"
+kafka_tool org.apache.kafka.tools.DeleteRecordsCommand --bootstrap-server "$KAFKA_BROKERS" \
+    --offset-json-file "$tmp/del.json" >/dev/null
+log_start=$(wc -c <"$PGLOG")
+use_topic "$G"
+psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
+is "$(psql_val "SELECT from_offset || '-' || to_offset FROM recsys.archive_gaps WHERE topic = '$G'")" "0-40" "retention: gap 0..40 recorded"
+like "$(tail -c +$((log_start + 1)) "$PGLOG" | grep 'WARNING' | grep -c 'deleted by the log.s retention')" '^[1-9]' "retention: a WARNING in the log"
+like "$(psql_val "SELECT value FROM recsys.status WHERE metric = 'retention_gap_offsets'")" '^[1-9][0-9]*$' "retention: recsys.status shows lost offsets"
+like "$(status last_error)" "offsets 0 to 39 of $G partition 0 were deleted" "retention: last_error says which"
+is "$(archive_lines "$G" | wc -l | tr -d ' ')" 60 "retention: the 60 events still in the log are archived"
+is "$(archive_lines "$G" | head -1 | grep -o '"event_id":[0-9]*')" '"event_id":100041' "retention: archiving resumed at the first offset left"
+
+rm -rf "$tmp"
+done_testing
