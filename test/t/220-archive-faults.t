@@ -63,7 +63,8 @@ wait_pg
 "$STACK" start kafka >/dev/null
 gen_events 5001 2000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/produced"
 psql_val "SELECT recsys_archive_sync('90 s')" >/dev/null
-is "$(status kafka)" ok "Kafka back: status ok"
+wait_for 15 bash -c "[ \"\$(psql -X -qtA -c \"SELECT value FROM recsys.status WHERE component = 'archiver' AND metric = 'kafka'\")\" = ok ]"
+ok $? "Kafka back: status ok"
 check "Kafka outage"
 
 # ---- retention deleted offsets before they were archived
