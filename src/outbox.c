@@ -155,7 +155,8 @@ OutboxRelayMain(Datum main_arg)
 		ResetLatch(MyLatch);
 	}
 	relay_drop_producer();
-	proc_exit(0);
+	/* exit code 1: the postmaster restarts us (after pg_terminate_backend, say) */
+	proc_exit(1);
 }
 
 /*
