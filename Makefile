@@ -7,7 +7,7 @@ OBJS = src/recsys.o src/guc.o src/secrets.o src/health.o src/redis.o src/http.o 
 EXTENSION = recsys
 DATA_built = sql/recsys--0.1.0.sql
 
-REGRESS = install settings health secrets
+REGRESS = install settings health secrets ingest
 REGRESS_OPTS = --load-extension=recsys
 
 PG_CONFIG ?= pg_config

@@ -409,12 +409,19 @@ recsys_load_movies(PG_FUNCTION_ARGS)
 		if (CsvReaderHeader(r, 3, names, idx, err, sizeof(err)) != 0)
 			raise_reader_error(err);
 		if (idx[0] < 0 || idx[1] < 0 || idx[2] < 0)
+		{
+			StringInfoData missing;
+			int			i;
+
+			initStringInfo(&missing);
+			for (i = 0; i < 3; i++)
+				if (idx[i] < 0)
+					appendStringInfo(&missing, "%s%s", missing.len ? ", " : "", names[i]);
 			ereport(ERROR,
 					(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
-					 errmsg("file \"%s\" lacks the column(s) %s%s%s", path,
-							idx[0] < 0 ? "movieId " : "", idx[1] < 0 ? "title " : "",
-							idx[2] < 0 ? "genres" : ""),
-					 errdetail("A MovieLens movies file has the header movieId,title,genres.")));
+					 errmsg("file \"%s\" lacks the column(s) %s", path, missing.data),
+					 errdetail("A MovieLens movies file has the header movieId,title,genres (in any order).")));
+		}
 		ncols = Max(idx[0], Max(idx[1], idx[2])) + 1;
 
 		SPI_connect();
