@@ -59,6 +59,9 @@ struct KafkaConsumer
 	rd_kafka_message_t **held;	/* messages returned by the last poll */
 	int			nheld;
 	int			maxheld;
+	/* next offset per partition, as far as we know (assignment, messages, EOF) */
+	int64_t    *next;
+	int			nnext;
 };
 
 static int64_t now_ms(void);
@@ -80,6 +83,7 @@ static int	producer_txn_result(KafkaProducer *p, rd_kafka_error_t *error,
 static void quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac,
 						 const char *buf);
 static void consumer_release(KafkaConsumer *c);
+static void consumer_track(KafkaConsumer *c, int32_t partition, int64_t next);
 
 /* Return a monotonic clock in milliseconds. */
 static int64_t
@@ -644,7 +648,7 @@ KafkaConsumerNew(const char *brokers, const char *properties, const char *topic,
 		conf_set(conf, "enable.auto.commit", "false", err, errlen) != 0 ||
 		conf_set(conf, "enable.auto.offset.store", "false", err, errlen) != 0 ||
 		conf_set(conf, "auto.offset.reset", "error", err, errlen) != 0 ||
-		conf_set(conf, "enable.partition.eof", "false", err, errlen) != 0 ||
+		conf_set(conf, "enable.partition.eof", "true", err, errlen) != 0 ||
 		conf_set(conf, "allow.auto.create.topics", "false", err, errlen) != 0 ||
 		apply_properties(conf, properties, err, errlen) != 0)
 	{
@@ -674,8 +678,13 @@ KafkaConsumerAssign(KafkaConsumer *c, int n, const int32_t *partitions,
 	int			i;
 
 	consumer_release(c);
+	for (i = 0; i < c->nnext; i++)
+		c->next[i] = -1;
 	for (i = 0; i < n; i++)
+	{
 		rd_kafka_topic_partition_list_add(list, c->topic, partitions[i])->offset = offsets[i];
+		consumer_track(c, partitions[i], offsets[i]);
+	}
 	rc = rd_kafka_assign(c->rk, list);
 	rd_kafka_topic_partition_list_destroy(list);
 	if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -684,6 +693,29 @@ KafkaConsumerAssign(KafkaConsumer *c, int n, const int32_t *partitions,
 		return KAFKA_ERROR;
 	}
 	return KAFKA_OK;
+}
+
+/* Remember the next offset of a partition (only ever moving forward). */
+static void
+consumer_track(KafkaConsumer *c, int32_t partition, int64_t next)
+{
+	if (partition < 0)
+		return;
+	if (partition >= c->nnext)
+	{
+		int			n = partition + 16;
+		int64_t    *a = realloc(c->next, sizeof(int64_t) * n);
+		int			i;
+
+		if (a == NULL)
+			return;
+		for (i = c->nnext; i < n; i++)
+			a[i] = -1;
+		c->next = a;
+		c->nnext = n;
+	}
+	if (next >= 0 && next > c->next[partition])
+		c->next[partition] = next;
 }
 
 /* Destroy the messages handed out by the previous poll. */
@@ -751,7 +783,11 @@ KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max, int timeout_ms,
 
 			if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
 			{
+				/* the end of what we may read: past markers and aborted messages */
+				consumer_track(c, m->partition, m->offset);
 				rd_kafka_message_destroy(m);
+				if (n > 0)
+					break;
 				continue;
 			}
 			if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
@@ -778,6 +814,7 @@ KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max, int timeout_ms,
 			return n > 0 ? n : rc;
 		}
 		c->held[c->nheld++] = m;
+		consumer_track(c, m->partition, m->offset + 1);
 		msgs[n].partition = m->partition;
 		msgs[n].offset = m->offset;
 		msgs[n].key = m->key;
@@ -799,18 +836,17 @@ int
 KafkaConsumerPosition(KafkaConsumer *c, int32_t partition, int64_t *offset)
 {
 	rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_resp_err_t rc;
-	int			result = KAFKA_ERROR;
+	int64_t		best = (partition >= 0 && partition < c->nnext) ? c->next[partition] : -1;
 
 	rd_kafka_topic_partition_list_add(list, c->topic, partition);
-	rc = rd_kafka_position(c->rk, list);
-	if (rc == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[0].offset >= 0)
-	{
-		*offset = list->elems[0].offset;
-		result = KAFKA_OK;
-	}
+	if (rd_kafka_position(c->rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		list->elems[0].offset > best)
+		best = list->elems[0].offset;
 	rd_kafka_topic_partition_list_destroy(list);
-	return result;
+	if (best < 0)
+		return KAFKA_ERROR;
+	*offset = best;
+	return KAFKA_OK;
 }
 
 /* Ask the broker for the watermarks of a partition. */
@@ -863,6 +899,7 @@ KafkaConsumerFree(KafkaConsumer *c)
 		return;
 	consumer_release(c);
 	free(c->held);
+	free(c->next);
 	if (c->rk)
 	{
 		rd_kafka_assign(c->rk, NULL);

@@ -158,7 +158,8 @@ extern int	KafkaConsumerAssign(KafkaConsumer *c, int n, const int32_t *partition
 
 /*
  * Fetch up to max messages, waiting at most timeout_ms for the first one and
- * returning as soon as no more are immediately available after that.  Returns the
+ * returning as soon as no more are immediately available after that (or a partition's
+ * end is reached).  Returns the
  * number of messages put into msgs (0 on timeout), or a negative code with a message
  * in err; for KAFKA_OUT_OF_RANGE *bad_partition is set (may be NULL).  The messages
  * stay valid until the next KafkaConsumerPoll or KafkaConsumerFree.
@@ -168,8 +169,13 @@ extern int	KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max,
 							  char *err, size_t errlen);
 
 /*
- * The next offset the consumer will read in partition (after skipping transaction
- * markers and aborted messages); KAFKA_OK, or negative if unknown yet.
+ * The next offset the consumer will read in partition, as far as it knows: the
+ * furthest of the assigned starting offset, the last message returned + 1, and the
+ * end-of-partition offset librdkafka reports once the consumer has read everything
+ * (which passes transaction markers and aborted messages: once caught up, a
+ * read_committed consumer's position equals the high watermark unless a transaction
+ * is still open).  KAFKA_OK, or negative if unknown (started at BEGINNING/END and
+ * nothing read yet).
  */
 extern int	KafkaConsumerPosition(KafkaConsumer *c, int32_t partition, int64_t *offset);
 

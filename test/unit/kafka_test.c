@@ -235,6 +235,29 @@ main(int argc, char **argv)
 					break;
 			}
 			ok(ncommitted == 5 && naborted == 0, "read_committed sees only the committed 5");
+			/* once caught up, positions pass the transaction markers */
+			{
+				int			same = 0;
+				double		t1 = now_s();
+
+				while (now_s() - t1 < 5 && same < n_part)
+				{
+					same = 0;
+					KafkaConsumerPoll(c, msgs, 100, 200, &badp, err, sizeof(err));
+					for (i = 0; i < n_part; i++)
+					{
+						int64_t		pos = -1;
+
+						KafkaConsumerWatermarks(c, i, &lo, &hi, 5000, err, sizeof(err));
+						if (KafkaConsumerPosition(c, i, &pos) == KAFKA_OK && pos == hi)
+							same++;
+						else if (now_s() - t1 > 4.5)
+							printf("# partition %d: position %lld, high watermark %lld\n",
+								   i, (long long) pos, (long long) hi);
+					}
+				}
+				ok(same == n_part, "caught up: every position equals its high watermark");
+			}
 		}
 		KafkaConsumerFree(c);
 	}
