@@ -72,6 +72,7 @@
 #include "archiver.h"
 #include "eventjson.h"
 #include "guc.h"
+#include "archive_watermarks.h"
 #include "kafka.h"
 #include "s3.h"
 
@@ -95,6 +96,7 @@ typedef struct ArchiverPartition
 	int64		low;			/* log watermarks (queue: committed + rows waiting) */
 	int64		high;
 	int64		want;			/* recsys_archive_sync waits for committed >= want */
+	TimestampTz high_at;		/* when high was asked for (0: never) */
 } ArchiverPartition;
 
 typedef struct ArchiverShared
@@ -102,6 +104,7 @@ typedef struct ArchiverShared
 	slock_t		mutex;
 	char		mode[16];		/* "kafka", "queue" or "" before a worker started */
 	char		topic[256];
+	int			topic_partitions;	/* partitions of the Kafka topic, 0 unknown */
 	char		storage[512];	/* "s3://bucket" or "local:<dir>" */
 	int			store_down;		/* the last PUT failed */
 	int			log_down;		/* Kafka unreachable */
@@ -165,6 +168,7 @@ static int	store_backoff_ms = 0;
 static bool log_down = false;
 static char topic[256];
 static Batch *batches = NULL;
+static ArchiveWatermarks *watermarks = NULL;
 static int	nbatches = 0;
 
 PG_FUNCTION_INFO_V1(recsys_archive_sync);
@@ -207,7 +211,6 @@ static bool assign_all(KafkaConsumer *c);
 static int64 queue_pending(int64 limit);
 static bool queue_flush(int limit);
 static int	cmp_int64(const void *a, const void *b);
-static int64 *log_end_offsets(int *nparts_out);
 static void fault_point(const char *point);
 
 /* ---------------------------------------------------------------------------------
@@ -1122,6 +1125,16 @@ assign_all(KafkaConsumer *c)
 		log_state(false, err);
 		return false;
 	}
+	if (watermarks == NULL && nbatches > 0)
+	{
+		watermarks = ArchiveWatermarksStart(recsys_kafka_brokers, recsys_kafka_properties, topic,
+											nbatches, parts, 250, err, sizeof(err));
+		if (watermarks == NULL)
+		{
+			log_state(false, err);
+			return false;
+		}
+	}
 	return true;
 }
 
@@ -1226,7 +1239,8 @@ kafka_loop(void)
 					continue;
 				}
 			}
-			if (KafkaConsumerPartitions(c, recsys_kafka_timeout_ms, &nparts, err, sizeof(err)) != KAFKA_OK ||
+			err[0] = '\0';
+			if (KafkaConsumerPartitions(c, Min(recsys_kafka_timeout_ms, 2000), &nparts, err, sizeof(err)) != KAFKA_OK ||
 				nparts == 0)
 			{
 				if (nparts == 0 && err[0] == '\0')
@@ -1245,6 +1259,9 @@ kafka_loop(void)
 
 				log_state(true, NULL);
 				connect_backoff = 0;
+				SpinLockAcquire(&Shared->mutex);
+				Shared->topic_partitions = nparts;
+				SpinLockRelease(&Shared->mutex);
 				for (i = 0; i < nparts; i++)
 					if (i % recsys_archiver_workers == MyIndex)
 						mine++;
@@ -1262,6 +1279,8 @@ kafka_loop(void)
 					offsets = load_offsets();
 					for (i = 0; i < nbatches; i++)
 						MemoryContextDelete(batches[i].ctx);
+					ArchiveWatermarksStop(watermarks);
+					watermarks = NULL;
 					batches = MemoryContextAllocZero(TopMemoryContext, sizeof(Batch) * Max(mine, 1));
 					nbatches = mine;
 					for (i = 0; i < nparts; i++)
@@ -1317,22 +1336,9 @@ kafka_loop(void)
 		}
 		if (n == KAFKA_OUT_OF_RANGE)
 		{
-			for (i = 0; i < nbatches; i++)
-			{
-				int64		low,
-							high;
-
-				if (batches[i].partition != bad)
-					continue;
-				if (!flush_all(c))
-					break;
-				if (KafkaConsumerWatermarks(c, bad, &low, &high, recsys_kafka_timeout_ms,
-											err, sizeof(err)) == KAFKA_OK)
-				{
-					if (!handle_gap(c, &batches[i], low, high))
-						sleep_ms(5000);
-				}
-			}
+			/* the tick below compares the position with fresh watermarks */
+			ereport(LOG, (errmsg("recsys archiver: %s", err)));
+			next_tick = 0;
 		}
 		else if (n < 0 && n != KAFKA_INTERRUPTED)
 			log_state(false, err);
@@ -1375,41 +1381,37 @@ kafka_loop(void)
 			}
 		}
 
-		/* once a second: watermarks (lag, retention gaps) */
-		if (now >= next_tick)
+		/* once a second: watermarks from the watermark thread (lag, gaps, Kafka up?) */
+		if (now >= next_tick && watermarks)
 		{
-			bool		reached = true;
-			int			np;
+			int64		age = ArchiveWatermarksAge(watermarks, err, sizeof(err));
+			int64		mono = ArchiveWatermarksNow();
 
-			/*
-			 * librdkafka's watermark query can block past its timeout while the broker
-			 * is down, so a metadata request (bounded) checks the broker first.
-			 */
-			if (KafkaConsumerPartitions(c, 500, &np, err, sizeof(err)) != KAFKA_OK)
-				reached = false;
-			for (i = 0; i < nbatches && reached; i++)
+			log_state(age >= 0 && age < 3000, err);
+			for (i = 0; i < nbatches; i++)
 			{
 				Batch	   *b = &batches[i];
 				int64		low,
-							high;
+							high,
+							asked;
 
-				if (KafkaConsumerWatermarks(c, b->partition, &low, &high, 1000,
-											err, sizeof(err)) != KAFKA_OK)
-				{
-					reached = false;
-					break;
-				}
+				if (ArchiveWatermarksGet(watermarks, b->partition, &low, &high, &asked) != 0)
+					continue;
 				SpinLockAcquire(&Shared->mutex);
 				Shared->parts[b->slot].low = low;
 				Shared->parts[b->slot].high = high;
+				Shared->parts[b->slot].high_at = TimestampTzPlusMilliseconds(now, -(mono - asked));
 				SpinLockRelease(&Shared->mutex);
-				if (b->first < 0 && kafka_position(c, b) < low)
+				/* an empty batch positioned before the log's start: retention deleted it */
+				if (b->first < 0 && !store_down && kafka_position(c, b) < low)
 					(void) handle_gap(c, b, low, high);
 			}
-			log_state(reached, err);
 			next_tick = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ARCHIVER_TICK_MS);
 		}
 	}
+	if (watermarks)
+		ArchiveWatermarksStop(watermarks);
+	watermarks = NULL;
 	if (c)
 		KafkaConsumerFree(c);
 }
@@ -1704,12 +1706,6 @@ require_archiver(void)
 				 errhint("Set recsys.archiver_workers to 1 or more and restart the server.")));
 }
 
-static int
-backend_interrupt(void *arg)
-{
-	return InterruptPending;
-}
-
 /* Sleep a little while waiting; raises on cancel or statement_timeout. */
 static void
 sync_sleep(long ms)
@@ -1746,59 +1742,6 @@ sync_timeout(const char *what, int64 timeout_ms)
 			 errmsg("recsys_archive_sync timed out after %lld ms", (long long) timeout_ms),
 			 errdetail("%s%s%s", what, last_error[0] ? " Last archiver error: " : "", last_error),
 			 errhint("See recsys.status and the server log.")));
-}
-
-/* The end offset (high watermark) of every partition of the archived topic, now. */
-static int64 *
-log_end_offsets(int *nparts_out)
-{
-	KafkaConsumer *volatile c = NULL;
-	int64	   *volatile high = NULL;
-	volatile int nparts = 0;
-	char		err[1024];
-	char		topicname[256];
-
-	SpinLockAcquire(&Shared->mutex);
-	strlcpy(topicname, Shared->topic, sizeof(topicname));
-	SpinLockRelease(&Shared->mutex);
-
-	PG_TRY();
-	{
-		int			rc;
-		int			n = 0;
-		int			i;
-
-		c = KafkaConsumerNew(recsys_kafka_brokers, recsys_kafka_properties, topicname, NULL,
-							 backend_interrupt, NULL, err, sizeof(err));
-		if (c == NULL)
-			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("could not connect to Kafka: %s", err)));
-		rc = KafkaConsumerPartitions(c, recsys_kafka_timeout_ms, &n, err, sizeof(err));
-		CHECK_FOR_INTERRUPTS();
-		if (rc != KAFKA_OK)
-			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE),
-							errmsg("could not read the partitions of topic \"%s\": %s", topicname, err)));
-		nparts = n;
-		high = palloc0(sizeof(int64) * Max(n, 1));
-		for (i = 0; i < n; i++)
-		{
-			int64		low,
-						h;
-
-			rc = KafkaConsumerWatermarks(c, i, &low, &h, recsys_kafka_timeout_ms, err, sizeof(err));
-			CHECK_FOR_INTERRUPTS();
-			if (rc != KAFKA_OK)
-				ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("%s", err)));
-			high[i] = h;
-		}
-	}
-	PG_FINALLY();
-	{
-		if (c)
-			KafkaConsumerFree(c);
-	}
-	PG_END_TRY();
-	*nparts_out = nparts;
-	return high;
 }
 
 /*
@@ -1877,10 +1820,29 @@ recsys_archive_sync(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		int			nparts = 0;
-		int64	   *high = log_end_offsets(&nparts);
+		/*
+		 * The workers' watermark threads ask the log for its end offsets several times
+		 * a second: wait for answers asked after this call began, then for the
+		 * archive to reach them.
+		 */
+		TimestampTz start = GetCurrentTimestamp();
+		int			nparts;
+		int64	   *target;
 
-		/* ask the workers to flush as soon as they hold those offsets, then wait */
+		for (;;)
+		{
+			SpinLockAcquire(&Shared->mutex);
+			nparts = Shared->topic_partitions;
+			SpinLockRelease(&Shared->mutex);
+			if (nparts > 0)
+				break;
+			if (GetCurrentTimestamp() >= deadline)
+				sync_timeout("The archiver has not reached Kafka yet.", timeout_ms);
+			sync_sleep(10);
+		}
+		target = palloc(sizeof(int64) * nparts);
+		for (i = 0; i < nparts; i++)
+			target[i] = -1;
 		for (;;)
 		{
 			bool		done = true;
@@ -1889,23 +1851,32 @@ recsys_archive_sync(PG_FUNCTION_ARGS)
 			SpinLockAcquire(&Shared->mutex);
 			for (i = 0; i < nparts; i++)
 			{
+				ArchiverPartition *p = NULL;
 				int			s;
 
 				for (s = 0; s < ARCHIVER_MAX_PARTITIONS; s++)
 					if (Shared->parts[s].partition == i)
-						break;
-				if (s == ARCHIVER_MAX_PARTITIONS || Shared->parts[s].committed < high[i])
+						p = &Shared->parts[s];
+				if (p == NULL)
 				{
 					done = false;
-					if (s < ARCHIVER_MAX_PARTITIONS)
-					{
-						if (Shared->parts[s].want < high[i])
-							Shared->parts[s].want = high[i];
-						snprintf(what, sizeof(what), "Partition %d is archived up to offset %lld of %lld.",
-								 i, (long long) Shared->parts[s].committed, (long long) high[i]);
-					}
-					else
-						snprintf(what, sizeof(what), "No archiver worker has partition %d yet.", i);
+					snprintf(what, sizeof(what), "No archiver worker has partition %d yet.", i);
+					continue;
+				}
+				if (target[i] < 0 && p->high_at > start)
+					target[i] = p->high;
+				if (target[i] < 0)
+				{
+					done = false;
+					snprintf(what, sizeof(what), "The end offset of partition %d is not known yet (is Kafka reachable?).", i);
+				}
+				else if (p->committed < target[i])
+				{
+					done = false;
+					if (p->want < target[i])
+						p->want = target[i];
+					snprintf(what, sizeof(what), "Partition %d is archived up to offset %lld of %lld.",
+							 i, (long long) p->committed, (long long) target[i]);
 				}
 			}
 			SpinLockRelease(&Shared->mutex);
