@@ -154,6 +154,8 @@ BEGIN
 		RETURNING job_id INTO job;
 	PERFORM set_config('recsys_inbox.job', job::text, true);
 	PERFORM set_config('recsys_inbox.line', '1', true);
+	PERFORM set_config('recsys_inbox.events', '0', true);
+	PERFORM set_config('recsys_inbox.rejected', '0', true);
 	RETURN NULL;
 END
 $$;
@@ -183,15 +185,15 @@ BEGIN
 	IF why IS NULL THEN
 		INSERT INTO recsys.outbox (event_id, key, value)
 			VALUES (job * 10000000000 + line, ev.key, ev.value);
-		UPDATE recsys.ingest_jobs SET lines = lines + 1, events = events + 1
-			WHERE job_id = job;
+		PERFORM set_config('recsys_inbox.events',
+			(current_setting('recsys_inbox.events')::bigint + 1)::text, true);
 	ELSE
 		INSERT INTO recsys.ingest_rejects (job_id, line, raw, reason, file)
 			VALUES (job, line,
 					left(concat_ws(',', NEW."userId", NEW."movieId", NEW.rating, NEW."timestamp"), 1000),
 					why, 'client:' || session_user);
-		UPDATE recsys.ingest_jobs SET lines = lines + 1, rejected = rejected + 1
-			WHERE job_id = job;
+		PERFORM set_config('recsys_inbox.rejected',
+			(current_setting('recsys_inbox.rejected')::bigint + 1)::text, true);
 	END IF;
 	RETURN NEW;
 END
@@ -204,7 +206,10 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	UPDATE recsys.ingest_jobs SET status = 'succeeded', finished_at = clock_timestamp(),
-		updated_at = clock_timestamp()
+		updated_at = clock_timestamp(),
+		lines = current_setting('recsys_inbox.line')::bigint - 1,
+		events = current_setting('recsys_inbox.events')::bigint,
+		rejected = current_setting('recsys_inbox.rejected')::bigint
 		WHERE job_id = current_setting('recsys_inbox.job')::bigint;
 	RETURN NULL;
 END
