@@ -359,9 +359,9 @@ KafkaProducerNew(const KafkaProducerOptions *opts, char *err, size_t errlen)
 		conf_set(conf, "compression.type", "lz4", err, errlen) != 0 ||
 		conf_set(conf, "partitioner", "murmur2_random", err, errlen) != 0 ||
 		conf_set(conf, "linger.ms", "20", err, errlen) != 0 ||
-		conf_set(conf, "batch.num.messages", "100000", err, errlen) != 0 ||
+		conf_set(conf, "batch.num.messages", "20000", err, errlen) != 0 ||
 		conf_set(conf, "batch.size", "4000000", err, errlen) != 0 ||
-		conf_set(conf, "queue.buffering.max.messages", "500000", err, errlen) != 0 ||
+		conf_set(conf, "queue.buffering.max.messages", "100000", err, errlen) != 0 ||
 		conf_set(conf, "message.timeout.ms", buf, err, errlen) != 0 ||
 		conf_set(conf, "socket.timeout.ms", buf, err, errlen) != 0)
 		goto fail;
