@@ -1424,8 +1424,13 @@ kafka_loop(void)
 	if (watermarks)
 		ArchiveWatermarksStop(watermarks);
 	watermarks = NULL;
-	if (c)
-		KafkaConsumerFree(c);
+
+	/*
+	 * The consumer is not destroyed: the process exits next, the consumer has no group
+	 * to leave and no offsets in Kafka, and rd_kafka_destroy() can wait forever for a
+	 * broker thread (seen after the topic was deleted), which would make the worker
+	 * miss its exit deadline.
+	 */
 }
 
 /* ---------------------------------------------------------------------------------
