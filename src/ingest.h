@@ -67,9 +67,13 @@ extern void IngestNotifyCaller(IngestShared *sh);
 #define INGEST_RECONCILE_SQL \
 	"UPDATE recsys.ingest_jobs j SET status = 'failed', finished_at = now(), " \
 	"updated_at = now(), " \
-	"error = coalesce(j.error, 'the ingest worker exited without finishing the job') " \
+	"error = coalesce(j.error, 'the ingest worker exited without finishing the job'), " \
+	"kafka_txn_pending = (j.on_error = 'stop' AND j.target LIKE 'kafka:%') " \
 	"WHERE j.status IN ('queued', 'running') AND j.target <> 'outbox' " \
 	"AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a " \
 	"WHERE a.pid = j.worker_pid AND a.backend_type = 'recsys ingest')"
+
+/* the transactional.id of a 'stop' job's Kafka transaction */
+#define INGEST_TXN_ID_FORMAT "recsys-ingest-%lld"
 
 #endif							/* RECSYS_INGEST_H */

@@ -117,7 +117,7 @@ static void flush_batch(IngestRun *run);
 static void copy_events(IngestRun *run);
 static int	copy_source_cb(void *outbuf, int minread, int maxread);
 static void kafka_fail(IngestRun *run, int rc, const char *what);
-static void cleanup_run(IngestRun *run);
+static bool cleanup_run(IngestRun *run);
 static void finish_failed(IngestRun *run, ErrorData *edata);
 static int64 events_so_far(IngestRun *run);
 
@@ -256,9 +256,10 @@ run_job(IngestRun *run)
 		o.interrupt = kafka_interrupt;
 		if (run->stop_mode)
 		{
-			snprintf(txnid, sizeof(txnid), "recsys-ingest-%lld", (long long) run->job_id);
+			snprintf(txnid, sizeof(txnid), INGEST_TXN_ID_FORMAT, (long long) run->job_id);
 			o.transactional_id = txnid;
-			o.transaction_timeout_ms = 900000;
+			/* long enough for hundreds of millions of rows; an orphan expires after it */
+			o.transaction_timeout_ms = 300000;
 		}
 		run->producer = KafkaProducerNew(&o, err, sizeof(err));
 		if (run->producer == NULL)
@@ -333,7 +334,7 @@ run_job(IngestRun *run)
 		CommitTransactionCommand();
 		pgstat_report_activity(STATE_IDLE, NULL);
 
-		cleanup_run(run);
+		(void) cleanup_run(run);
 		SpinLockAcquire(&sh->mutex);
 		sh->events = events;
 		sh->rejected = run->rejected;
@@ -693,14 +694,16 @@ kafka_fail(IngestRun *run, int rc, const char *what)
 			 errhint("Check that the brokers of recsys.kafka_brokers are up; recsys.kafka_timeout bounds the wait.")));
 }
 
-/* Free library handles, aborting an open Kafka transaction. */
-static void
+/* Free library handles, aborting an open Kafka transaction; false if that failed. */
+static bool
 cleanup_run(IngestRun *run)
 {
+	bool		aborted = true;
+
 	if (run->producer)
 	{
 		if (run->kafka_txn_open)
-			(void) KafkaAbortTransaction(run->producer);
+			aborted = KafkaAbortTransaction(run->producer) == KAFKA_OK;
 		run->kafka_txn_open = false;
 		KafkaProducerFree(run->producer);
 		run->producer = NULL;
@@ -710,6 +713,7 @@ cleanup_run(IngestRun *run)
 		CsvReaderClose(run->reader);
 		run->reader = NULL;
 	}
+	return aborted;
 }
 
 /* After an error: clean up, mark the job failed, hand the error to the caller. */
@@ -719,10 +723,12 @@ finish_failed(IngestRun *run, ErrorData *edata)
 	IngestShared *sh = run->sh;
 	int64		events = run->producer ? KafkaProducerAcked(run->producer) : run->queued;
 
+	bool		txn_pending;
+
 	/* a failed 'stop' job published nothing */
 	if (run->stop_mode)
 		events = 0;
-	cleanup_run(run);
+	txn_pending = !cleanup_run(run);
 	AbortCurrentTransaction();
 	run->single_xact = false;
 
@@ -731,8 +737,8 @@ finish_failed(IngestRun *run, ErrorData *edata)
 
 	if (run->job_created)
 	{
-		Datum		args[5];
-		Oid			types[5] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID};
+		Datum		args[6];
+		Oid			types[6] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID, BOOLOID};
 
 		StartTransactionCommand();
 		SPI_connect();
@@ -742,11 +748,12 @@ finish_failed(IngestRun *run, ErrorData *edata)
 		args[2] = Int64GetDatum(events);
 		args[3] = Int64GetDatum(run->lines);
 		args[4] = Int64GetDatum(run->rejected);
+		args[5] = BoolGetDatum(txn_pending);
 		SPI_execute_with_args("UPDATE recsys.ingest_jobs SET status = 'failed', error = $2, "
-							  "events = $3, lines = $4, rejected = $5, "
+							  "events = $3, lines = $4, rejected = $5, kafka_txn_pending = $6, "
 							  "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
 							  "WHERE job_id = $1",
-							  5, types, args, NULL, false, 0);
+							  6, types, args, NULL, false, 0);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();

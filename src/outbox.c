@@ -15,7 +15,11 @@
  *     ever lost.
  *   - no Kafka: move the rows into recsys.event_queue in one statement (exactly once).
  *
- * Every few seconds it also marks failed the ingest jobs whose worker is gone.  On
+ * Every few seconds it also marks failed the ingest jobs whose worker is gone, and
+ * aborts the Kafka transactions that failed 'stop' jobs left open (a broker down at
+ * the time, a worker killed): creating a producer with the job's transactional.id
+ * fences the old one and aborts its transaction, so read_committed consumers (the
+ * archiver) are not held up until the transaction times out.  On
  * SIGHUP it rereads the configuration (and recreates the producer if the Kafka
  * settings changed); on SIGTERM it finishes the current batch and exits.  PostgreSQL
  * errors make it exit; the postmaster restarts it after bgw_restart_time.
@@ -57,6 +61,7 @@ static bool relay_kafka(uint64 *sent);
 static uint64 relay_queue(void);
 static void relay_drop_producer(void);
 static int	relay_interrupt(void *arg);
+static void relay_abort_orphans(void);
 
 /* Register the relay worker (while preloading). */
 void
@@ -139,6 +144,8 @@ OutboxRelayMain(Datum main_arg)
 				{
 					pgstat_report_activity(STATE_RUNNING, "recsys relay: reconciling ingest jobs");
 					SPI_execute(INGEST_RECONCILE_SQL, false, 0);
+					if (RecsysKafkaConfigured())
+						relay_abort_orphans();
 				}
 				SPI_finish();
 				PopActiveSnapshot();
@@ -320,4 +327,56 @@ relay_kafka(uint64 *sent)
 		*sent = n;
 	}
 	return true;
+}
+
+/* Abort the Kafka transactions of failed 'stop' jobs that could not abort them. */
+static void
+relay_abort_orphans(void)
+{
+	uint64		i,
+				n;
+	int64	   *jobs;
+
+	if (SPI_execute("SELECT job_id FROM recsys.ingest_jobs WHERE kafka_txn_pending "
+					"AND status = 'failed' ORDER BY job_id LIMIT 10", true, 0) != SPI_OK_SELECT)
+		return;
+	n = SPI_processed;
+	jobs = palloc(sizeof(int64) * (n + 1));
+	for (i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		jobs[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	for (i = 0; i < n; i++)
+	{
+		KafkaProducerOptions o;
+		KafkaProducer *p;
+		char		txnid[64];
+		char		err[1024];
+
+		snprintf(txnid, sizeof(txnid), INGEST_TXN_ID_FORMAT, (long long) jobs[i]);
+		memset(&o, 0, sizeof(o));
+		o.brokers = recsys_kafka_brokers;
+		o.properties = psprintf("%s\n%s", recsys_kafka_properties, SecretKafkaProperties());
+		o.topic = recsys_kafka_topic;
+		o.timeout_ms = recsys_kafka_timeout_ms;
+		o.interrupt = relay_interrupt;
+		o.transactional_id = txnid;
+		/* init_transactions fences the old producer and aborts its transaction */
+		p = KafkaProducerNew(&o, err, sizeof(err));
+		if (p == NULL)
+		{
+			ereport(LOG,
+					(errmsg("recsys relay could not yet abort the Kafka transaction of ingest job %lld: %s",
+							(long long) jobs[i], err)));
+			break;
+		}
+		KafkaProducerFree(p);
+		SPI_execute_with_args("UPDATE recsys.ingest_jobs SET kafka_txn_pending = false WHERE job_id = $1",
+							  1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(jobs[i])}, NULL, false, 0);
+		ereport(LOG,
+				(errmsg("recsys relay aborted the Kafka transaction left open by ingest job %lld",
+						(long long) jobs[i])));
+	}
 }

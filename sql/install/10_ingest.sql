@@ -31,7 +31,10 @@ CREATE TABLE recsys.ingest_jobs (
 	started_at	timestamptz,
 	finished_at	timestamptz,
 	updated_at	timestamptz NOT NULL DEFAULT now(),
-	error		text
+	error		text,
+	-- 'stop' jobs on Kafka: the job's Kafka transaction may still be open (the worker
+	-- died, or could not abort it); the relay aborts it by fencing its transactional.id
+	kafka_txn_pending boolean NOT NULL DEFAULT false
 );
 ALTER SEQUENCE recsys.ingest_jobs_job_id_seq OWNED BY recsys.ingest_jobs.job_id;
 SELECT pg_catalog.pg_extension_config_dump('recsys.ingest_jobs', '');

@@ -49,6 +49,26 @@ ok $([ $elapsed -lt 20 ] && echo 0 || echo 1) "broker stopped mid-way: within th
 like "$(job_col "$job" error)" 'Kafka' "broker stopped mid-way: the error names Kafka"
 "$STACK" start kafka >/dev/null 2>&1
 
+# --- 'stop' job, broker stopped inside its Kafka transaction: nothing visible, and
+# the relay aborts the transaction left open once the broker is back
+t0=$(now_ms)
+job=$(psql_val "$SLOW SELECT job_id FROM recsys_ingest_csv('$FX/slow.csv', async => true, on_error => 'stop')")
+wait_for 60 bash -c "[ \$(psql -XtAc 'SELECT events FROM recsys.ingest_jobs WHERE job_id = $job') -gt 0 ]"
+ok $? "stop job: events acknowledged inside its transaction"
+"$STACK" stop kafka >/dev/null 2>&1
+wait_for 30 job_status_is "$job" failed
+ok $? "stop job: fails when the broker stops"
+is "$(job_col "$job" "kafka_txn_pending || ' ' || events")" "true 0" "stop job: its transaction is left pending, no event counted"
+"$STACK" start kafka >/dev/null 2>&1
+wait_for 90 bash -c "[ \"\$(psql -XtAc 'SELECT kafka_txn_pending FROM recsys.ingest_jobs WHERE job_id = $job')\" = f ]"
+ok $? "broker back: the relay aborts the pending transaction"
+psql_val "SELECT recsys_rate(778100 + g, 1 + g % 3, 3) FROM generate_series(1, 6) g" >/dev/null
+wait_for 60 outbox_empty
+sleep 1
+is "$(job_events "$job" "$t0" | wc -l)" 0 "stop job: none of its events is visible to read_committed"
+is "$(kafka_values "$t0" | parse_events | awk '$2 > 778100 && $2 <= 778106 {print $1}' | sort -u | wc -l)" 6 \
+   "read_committed consumers are not held up: later events are visible at once"
+
 # --- killed relay: nothing lost (a re-send keeps its event id)
 t0=$(now_ms)
 relay=$(psql_val "SELECT pid FROM pg_stat_activity WHERE backend_type = 'recsys relay'")
