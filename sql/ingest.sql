@@ -2,7 +2,10 @@
 -- Ingestion: the error messages of recsys_ingest_csv, recsys_load_movies and
 -- recsys_rate, the rejects of bad rows, and the event built for a row.
 -- (Fixture files are written with COPY TO, as the server's OS user, under /tmp.)
+-- Events go to this database's queue table, not to the stack's Kafka topic: the job
+-- ids of this scratch database would repeat those of the real one.
 --
+SET recsys.kafka_brokers = '';
 INSERT INTO recsys.movies (movie_id, title, year, genres) VALUES (1, 'Toy Story (1995)', 1995, '{Animation}');
 
 -- a missing file, a directory, an empty file, missing columns, a bad on_error
@@ -22,8 +25,9 @@ SELECT * FROM recsys_ingest_csv('/tmp/recsys_regress_bad.csv', on_error => 'stop
 -- 'reject': bad rows are recorded, good rows go through
 SELECT events, rejected FROM recsys_ingest_csv('/tmp/recsys_regress_bad.csv');
 SELECT line, raw, reason FROM recsys.ingest_rejects ORDER BY job_id, line;
-SELECT status, on_error, lines, events, rejected, bytes_read = bytes_total AS all_read, error
+SELECT status, on_error, target, lines, events, rejected, bytes_read = bytes_total AS all_read, error
   FROM recsys.ingest_jobs ORDER BY job_id;
+SELECT key, value FROM recsys.event_queue ORDER BY id;
 
 -- reading server files needs superuser or pg_read_server_files
 CREATE ROLE recsys_regress_nobody;
