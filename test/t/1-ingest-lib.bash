@@ -13,6 +13,9 @@ trap 'rm -rf "$FX"' EXIT
 
 now_ms() { date +%s%3N; }
 
+# the topic the server produces to (other suites may have switched it with ALTER SYSTEM)
+KAFKA_TOPIC=$(psql -X -qtA -c 'SHOW recsys.kafka_topic')
+
 # kafka_values SINCE_MS: "key<TAB>value" of every committed event since SINCE_MS
 kafka_values() {
     kcat -C -b "$KAFKA_BROKERS" -t "$KAFKA_TOPIC" -X isolation.level=read_committed \
