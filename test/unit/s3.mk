@@ -6,7 +6,7 @@ CFLAGS = -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 LDLIBS = -lcurl -lxml2 -lz -lcrypto -ljansson -lpthread
 
 HERE := $(dir $(lastword $(MAKEFILE_LIST)))
-PROGRAMS = $(HERE)bin/s3_test $(HERE)bin/s3_tool
+PROGRAMS = $(HERE)bin/s3_test $(HERE)bin/s3_tool $(HERE)bin/eventjson_test
 
 all: $(PROGRAMS)
 
@@ -22,3 +22,8 @@ clean:
 $(HERE)bin/s3_tool: $(HERE)s3_tool.c $(HERE)../../src/s3.c $(HERE)../../src/s3.h
 	mkdir -p $(HERE)bin
 	$(CC) $(CFLAGS) -o $@ $(HERE)s3_tool.c $(HERE)../../src/s3.c $(LDLIBS)
+
+# The event validator's test (jansson, no S3).
+$(HERE)bin/eventjson_test: $(HERE)eventjson_test.c $(HERE)../../src/eventjson.c $(HERE)../../src/eventjson.h
+	mkdir -p $(HERE)bin
+	$(CC) $(CFLAGS) -o $@ $(HERE)eventjson_test.c $(HERE)../../src/eventjson.c -ljansson -lm

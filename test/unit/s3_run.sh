@@ -1,5 +1,5 @@
 #!/bin/bash
-# Run the unit tests of the plain-C modules against a private MinIO.
+# Run the unit tests of the S3 client (against a private MinIO) and of the event validator.
 #   test/unit/s3_run.sh            build and run
 #   VALGRIND=1 test/unit/s3_run.sh the same under valgrind (leaks and bad reads fail it)
 # MINIO (default: minio on PATH, else ~/go/bin/minio) and UNIT_S3_PORT (19500).
@@ -28,9 +28,11 @@ for _ in $(seq 1 100); do
 	sleep 0.1
 done
 
-if [ "${VALGRIND:-0}" = 1 ]; then
-	valgrind --quiet --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
-		"$here/bin/s3_test"
-else
-	"$here/bin/s3_test"
-fi
+for t in s3_test eventjson_test; do
+	if [ "${VALGRIND:-0}" = 1 ]; then
+		valgrind --quiet --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+			"$here/bin/$t"
+	else
+		"$here/bin/$t"
+	fi
+done
