@@ -16,6 +16,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "archive_watermarks.h"
+#include "kafka.h"
+#include "libutil.h"
 
 typedef struct Slot
 {
@@ -56,40 +58,7 @@ wm_quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
 }
 
-/* Apply "k=v" pairs separated by commas or newlines. */
-static int
-wm_properties(rd_kafka_conf_t *conf, const char *properties, char *err, size_t errlen)
-{
-	char	   *copy,
-			   *item,
-			   *save = NULL;
-	int			rc = 0;
-
-	if (properties == NULL || properties[0] == '\0')
-		return 0;
-	if ((copy = strdup(properties)) == NULL)
-		return -1;
-	for (item = strtok_r(copy, ",\n", &save); item && rc == 0; item = strtok_r(NULL, ",\n", &save))
-	{
-		char	   *eq = strchr(item, '=');
-		char		e[256];
-
-		while (*item == ' ')
-			item++;
-		if (eq == NULL)
-			continue;
-		*eq = '\0';
-		if (rd_kafka_conf_set(conf, item, eq + 1, e, sizeof(e)) != RD_KAFKA_CONF_OK)
-		{
-			/* name the property, never its value */
-			snprintf(err, errlen, "bad Kafka property \"%s\"", item);
-			rc = -1;
-		}
-	}
-	free(copy);
-	return rc;
-}
-
+/* Start the watermark thread for the given partitions; NULL with a message in err. */
 ArchiveWatermarks *
 ArchiveWatermarksStart(const char *brokers, const char *properties, const char *topic, int n,
 					   const int32_t *partitions, int interval_ms, char *err, size_t errlen)
@@ -97,8 +66,7 @@ ArchiveWatermarksStart(const char *brokers, const char *properties, const char *
 	ArchiveWatermarks *w = calloc(1, sizeof(ArchiveWatermarks));
 	rd_kafka_conf_t *conf;
 	char		e[512];
-	sigset_t	all,
-				old;
+	sigset_t	old;
 	pthread_t	thread;
 	pthread_attr_t attr;
 	int			i,
@@ -124,7 +92,7 @@ ArchiveWatermarksStart(const char *brokers, const char *properties, const char *
 	rd_kafka_conf_set_log_cb(conf, wm_quiet_log);
 	if (rd_kafka_conf_set(conf, "bootstrap.servers", brokers, e, sizeof(e)) != RD_KAFKA_CONF_OK ||
 		rd_kafka_conf_set(conf, "client.id", "recsys-archiver-watermarks", e, sizeof(e)) != RD_KAFKA_CONF_OK ||
-		wm_properties(conf, properties, err, errlen) != 0)
+		KafkaConfApplyProperties(conf, properties, err, errlen) != 0)
 	{
 		if (err[0] == '\0')
 			snprintf(err, errlen, "bad Kafka configuration");
@@ -134,8 +102,7 @@ ArchiveWatermarksStart(const char *brokers, const char *properties, const char *
 	}
 
 	/* librdkafka's threads and ours must never run PostgreSQL's signal handlers */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
+	LibBlockSignals(&old);
 	w->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, e, sizeof(e));
 	ok = w->rk != NULL;
 	if (ok)
@@ -145,7 +112,7 @@ ArchiveWatermarksStart(const char *brokers, const char *properties, const char *
 		ok = pthread_create(&thread, &attr, wm_main, w) == 0;
 		pthread_attr_destroy(&attr);
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	LibRestoreSignals(&old);
 	if (!ok)
 	{
 		snprintf(err, errlen, "could not start the watermark thread: %s", w->rk ? "pthread_create failed" : e);

@@ -201,6 +201,7 @@ static void set_error(const char *msg);
 static void store_state(bool ok, const char *err);
 static void log_state(bool ok, const char *err);
 static void commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes);
+static void record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes);
 static void store_offset(int32 partition, int64 expected, int64 next_offset,
 						 int64 gap_from, int64 gap_to);
 static List *load_offsets(void);
@@ -911,12 +912,27 @@ batch_flush(Batch *b, int64 next_offset)
 static void
 commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 {
-	ListCell   *lc;
-
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+
+	record_batch(b, key, next_offset, bytes);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * Record a written batch, in the caller's transaction (SPI connected, snapshot set):
+ * check and store the partition's new offset, insert the manifest row (when an
+ * object was written) and the dead letters. The Kafka and the queue paths share it.
+ */
+static void
+record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
+{
+	ListCell   *lc;
 
 	store_offset(b->partition, b->committed, next_offset, -1, -1);
 	if (key)
@@ -967,12 +983,10 @@ commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 	}
 	if (b->ndead > 0)
 		ereport(LOG,
-				(errmsg("recsys archiver set aside %lld invalid messages of partition %d in recsys.archive_dead_letters",
-						(long long) b->ndead, b->partition)));
-
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+				(errmsg("recsys archiver set aside %lld invalid messages of %s partition %d in recsys.archive_dead_letters",
+						(long long) b->ndead,
+						strcmp(topic, QUEUE_TOPIC) == 0 ? "the event queue" : "Kafka",
+						b->partition)));
 }
 
 /*
@@ -1127,7 +1141,7 @@ assign_all(KafkaConsumer *c)
 	}
 	if (watermarks == NULL && nbatches > 0)
 	{
-		watermarks = ArchiveWatermarksStart(recsys_kafka_brokers, recsys_kafka_properties, topic,
+		watermarks = ArchiveWatermarksStart(recsys_kafka_brokers, GucKafkaProperties(), topic,
 											nbatches, parts, 250, err, sizeof(err));
 		if (watermarks == NULL)
 		{
@@ -1237,8 +1251,8 @@ kafka_loop(void)
 				 * faster.  recsys.kafka_properties come after, so they win.
 				 */
 				props = psprintf("max.partition.fetch.bytes=16777216,fetch.max.bytes=67108864,"
-								 "queued.max.messages.kbytes=131072,fetch.wait.max.ms=100%s%s",
-								 recsys_kafka_properties[0] ? "," : "", recsys_kafka_properties);
+								 "queued.max.messages.kbytes=131072,fetch.wait.max.ms=100\n%s",
+								 GucKafkaProperties());
 
 				c = KafkaConsumerNew(recsys_kafka_brokers, props, topic, NULL,
 									 archiver_interrupt, NULL, err, sizeof(err));
@@ -1561,64 +1575,12 @@ queue_flush(int limit)
 	}
 	SPI_finish();
 	PopActiveSnapshot();
-	/* same transaction: manifest row, dead letters, offset (commit_batch commits) */
-	{
-		ListCell   *lc;
-
-		SPI_connect();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		store_offset(0, b->committed, next_offset, -1, -1);
-		if (key)
-		{
-			Oid			mtypes[9] = {TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
-			Datum		mvalues[9];
-
-			mvalues[0] = CStringGetTextDatum(key);
-			mvalues[1] = CStringGetTextDatum(QUEUE_TOPIC);
-			mvalues[2] = Int32GetDatum(0);
-			mvalues[3] = Int64GetDatum(b->first);
-			mvalues[4] = Int64GetDatum(b->last);
-			mvalues[5] = Int64GetDatum(b->events);
-			mvalues[6] = Int64GetDatum(b->ndead);
-			mvalues[7] = Int64GetDatum((int64) len);
-			mvalues[8] = CStringGetTextDatum(use_s3 ? "s3" : "local");
-			if (SPI_execute_with_args("INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
-									  " first_offset, last_offset, events, dead_letters, bytes, storage)"
-									  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-									  9, mtypes, mvalues, NULL, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "recsys archiver: could not insert the manifest row");
-		}
-		foreach(lc, b->dead)
-		{
-			DeadLetter *d = lfirst(lc);
-			Oid			dtypes[7] = {TEXTOID, INT4OID, INT8OID, BYTEAOID, BYTEAOID, TEXTOID, INT8OID};
-			Datum		dvalues[7];
-			char		nulls[7] = "       ";
-
-			dvalues[0] = CStringGetTextDatum(QUEUE_TOPIC);
-			dvalues[1] = Int32GetDatum(0);
-			dvalues[2] = Int64GetDatum(d->offset);
-			dvalues[3] = PointerGetDatum(d->key);
-			dvalues[4] = PointerGetDatum(d->value);
-			dvalues[5] = CStringGetTextDatum(d->reason);
-			dvalues[6] = Int64GetDatum(d->queue_id);
-			if (d->key == NULL)
-				nulls[3] = 'n';
-			if (d->value == NULL)
-				nulls[4] = 'n';
-			if (SPI_execute_with_args("INSERT INTO recsys.archive_dead_letters (topic, partition, \"offset\","
-									  " key, value, reason, queue_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-									  " ON CONFLICT DO NOTHING",
-									  7, dtypes, dvalues, nulls, false, 0) != SPI_OK_INSERT)
-				elog(ERROR, "recsys archiver: could not insert a dead letter");
-		}
-		if (b->ndead > 0)
-			ereport(LOG,
-					(errmsg("recsys archiver set aside %lld invalid rows of recsys.event_queue in recsys.archive_dead_letters",
-							(long long) b->ndead)));
-		SPI_finish();
-		PopActiveSnapshot();
-	}
+	/* same transaction: offset, manifest row, dead letters */
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	record_batch(b, key, next_offset, (int64) len);
+	SPI_finish();
+	PopActiveSnapshot();
 	CommitTransactionCommand();
 	fault_point("after_commit");
 	pgstat_report_activity(STATE_IDLE, NULL);

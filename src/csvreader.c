@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #endif
 #include "csvreader.h"
+#include "libutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -71,21 +72,6 @@ static int	is_term(unsigned char c);
 static void record_reset(CsvReader *r);
 static void raw_append(CsvReader *r, const char *s, size_t n);
 static int	fill(CsvReader *r, char *err, size_t errlen);
-static void set_err(char *err, size_t errlen, const char *fmt,...)
-			__attribute__((format(printf, 3, 4)));
-
-/* Format a message into err. */
-static void
-set_err(char *err, size_t errlen, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* Blanks around unquoted fields, and the CR of CRLF. */
 static int
@@ -249,18 +235,18 @@ CsvReaderOpen(const char *path, char *err, size_t errlen)
 
 	if (fd < 0)
 	{
-		set_err(err, errlen, "could not open file \"%s\" for reading: %s", path, strerror(errno));
+		LibSetError(err, errlen, "could not open file \"%s\" for reading: %s", path, strerror(errno));
 		return NULL;
 	}
 	if (fstat(fd, &st) != 0)
 	{
-		set_err(err, errlen, "could not stat file \"%s\": %s", path, strerror(errno));
+		LibSetError(err, errlen, "could not stat file \"%s\": %s", path, strerror(errno));
 		close(fd);
 		return NULL;
 	}
 	if (S_ISDIR(st.st_mode))
 	{
-		set_err(err, errlen, "\"%s\" is a directory", path);
+		LibSetError(err, errlen, "\"%s\" is a directory", path);
 		close(fd);
 		return NULL;
 	}
@@ -280,7 +266,7 @@ CsvReaderOpen(const char *path, char *err, size_t errlen)
 		csv_init(&r->parser, CSV_APPEND_NULL) != 0)
 	{
 		CsvReaderClose(r);
-		set_err(err, errlen, "out of memory");
+		LibSetError(err, errlen, "out of memory");
 		return NULL;
 	}
 	csv_set_space_func(&r->parser, is_space);
@@ -295,7 +281,7 @@ CsvReaderOpen(const char *path, char *err, size_t errlen)
 
 oom:
 	close(fd);
-	set_err(err, errlen, "out of memory");
+	LibSetError(err, errlen, "out of memory");
 	return NULL;
 }
 
@@ -316,7 +302,7 @@ fill(CsvReader *r, char *err, size_t errlen)
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 	{
-		set_err(err, errlen, "could not read file \"%s\": %s", r->path, strerror(errno));
+		LibSetError(err, errlen, "could not read file \"%s\": %s", r->path, strerror(errno));
 		return -1;
 	}
 	if (n == 0)
@@ -368,7 +354,7 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 			/* end of input: flush a last record without a line end */
 			if (csv_fini(&r->parser, field_cb, record_cb, r) != 0)
 			{
-				set_err(err, errlen, "could not parse file \"%s\" at line %lld: %s",
+				LibSetError(err, errlen, "could not parse file \"%s\" at line %lld: %s",
 						r->path, (long long) r->line, csv_strerror(csv_error(&r->parser)));
 				return -1;
 			}
@@ -400,7 +386,7 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 		}
 		if (csv_parse(&r->parser, start, n, field_cb, record_cb, r) != n)
 		{
-			set_err(err, errlen, "could not parse file \"%s\" at line %lld: %s",
+			LibSetError(err, errlen, "could not parse file \"%s\" at line %lld: %s",
 					r->path, (long long) r->line, csv_strerror(csv_error(&r->parser)));
 			return -1;
 		}
@@ -414,7 +400,7 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 		}
 		if (r->overflow || r->arena_used + r->parser.entry_pos > CSV_MAX_RECORD)
 		{
-			set_err(err, errlen, "record at line %lld of file \"%s\" is longer than %d bytes",
+			LibSetError(err, errlen, "record at line %lld of file \"%s\" is longer than %d bytes",
 					(long long) r->rec.line, r->path, CSV_MAX_RECORD);
 			return -1;
 		}
@@ -430,7 +416,7 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 
 			if (fp == NULL)
 			{
-				set_err(err, errlen, "out of memory");
+				LibSetError(err, errlen, "out of memory");
 				return -1;
 			}
 			r->fieldptrs = fp;
@@ -467,12 +453,12 @@ CsvReaderHeader(CsvReader *r, int n, const char *const *names, int *index,
 		return -1;
 	if (rc == 0)
 	{
-		set_err(err, errlen, "file \"%s\" is empty: a header line is expected", r->path);
+		LibSetError(err, errlen, "file \"%s\" is empty: a header line is expected", r->path);
 		return -1;
 	}
 	if (!rec->utf8_ok)
 	{
-		set_err(err, errlen, "header of file \"%s\" is not valid UTF-8", r->path);
+		LibSetError(err, errlen, "header of file \"%s\" is not valid UTF-8", r->path);
 		return -1;
 	}
 	for (i = 0; i < n; i++)

@@ -166,6 +166,19 @@ GucArchiveDir(void)
 	return psprintf("%s/%s", DataDir, recsys_archive_dir);
 }
 
+/* Return recsys.kafka_properties followed by the kafka.<property> secrets. */
+char *
+GucKafkaProperties(void)
+{
+	char	   *secrets = SecretKafkaProperties();
+	char	   *props;
+
+	props = psprintf("%s\n%s", recsys_kafka_properties, secrets);
+	explicit_bzero(secrets, strlen(secrets));
+	pfree(secrets);
+	return props;
+}
+
 /* Refuse properties that would put a secret into a setting. */
 static bool
 check_kafka_properties(char **newval, void **extra, GucSource source)

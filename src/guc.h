@@ -49,4 +49,10 @@ extern const char *SecretGet(const char *name);
 /* librdkafka properties from kafka.<property> secrets, as "k=v" lines (palloc'd). */
 extern char *SecretKafkaProperties(void);
 
+/*
+ * Every librdkafka property recsys passes to its clients: recsys.kafka_properties,
+ * then the kafka.<property> secrets, as one "k=v" list (palloc'd).
+ */
+extern char *GucKafkaProperties(void);
+
 #endif							/* RECSYS_GUC_H */

@@ -107,7 +107,7 @@ health_kafka(HealthRow *row)
 		return;
 	}
 	row->configured = true;
-	props = psprintf("%s\n%s", recsys_kafka_properties, SecretKafkaProperties());
+	props = GucKafkaProperties();
 	if (KafkaDescribe(recsys_kafka_brokers, props, recsys_kafka_topic,
 					  recsys_kafka_timeout_ms, &n_brokers, &n_partitions,
 					  err, sizeof(err)) != 0)

@@ -1,33 +1,20 @@
 /*
  * http.c: libcurl helpers shared by the health check and the LLM client.
  *
- * libcurl may start a resolver thread inside the backend: handles are created with
- * every signal blocked, so PostgreSQL's handlers never run on a library thread.
+ * libcurl may start a resolver thread inside the backend, during the transfer: the
+ * whole call runs with every signal blocked (it is short and bounded by its timeout),
+ * so PostgreSQL's handlers never run on a library thread; signals that arrive
+ * meanwhile are delivered when it returns.
  */
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <curl/curl.h>
 
 #include "http.h"
+#include "libutil.h"
 
 static size_t discard_body(char *ptr, size_t size, size_t nmemb, void *userdata);
-static void create_handle(void *arg);
-
-/* Run fn(arg) with all signals blocked in this thread, then restore the mask. */
-void
-HttpBlockSignals(void (*fn) (void *), void *arg)
-{
-	sigset_t	all;
-	sigset_t	old;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	fn(arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
 
 /* GET url and return the status code. */
 long
@@ -36,10 +23,11 @@ HttpGetStatus(const char *url, const char *bearer, int timeout_ms, char *err, si
 	CURL	   *curl = NULL;
 	struct curl_slist *headers = NULL;
 	char		errbuf[CURL_ERROR_SIZE] = "";
+	sigset_t	mask;
 	long		status = -1;
 	CURLcode	rc;
 
-	HttpBlockSignals(create_handle, &curl);
+	curl = curl_easy_init();
 	if (curl == NULL)
 	{
 		snprintf(err, errlen, "could not create a libcurl handle");
@@ -60,7 +48,9 @@ HttpGetStatus(const char *url, const char *bearer, int timeout_ms, char *err, si
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, discard_body);
+	LibBlockSignals(&mask);
 	rc = curl_easy_perform(curl);
+	LibRestoreSignals(&mask);
 	if (rc == CURLE_OK)
 		curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
 	else
@@ -74,10 +64,4 @@ static size_t
 discard_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
 	return size * nmemb;
-}
-
-static void
-create_handle(void *arg)
-{
-	*(CURL **) arg = curl_easy_init();
 }

@@ -15,7 +15,4 @@
 extern long HttpGetStatus(const char *url, const char *bearer, int timeout_ms,
 						  char *err, size_t errlen);
 
-/* Run fn with every signal blocked, so threads it starts never take a signal. */
-extern void HttpBlockSignals(void (*fn) (void *), void *arg);
-
 #endif							/* RECSYS_HTTP_H */

@@ -19,6 +19,7 @@
 #endif
 #endif
 #include "kafka.h"
+#include "libutil.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -62,13 +63,13 @@ struct KafkaConsumer
 	/* next offset per partition, as far as we know (assignment, messages, EOF) */
 	int64_t    *next;
 	int			nnext;
+	/* an error met after messages were collected: returned by the next poll */
+	int			pending_rc;
+	int32_t		pending_partition;
+	char		pending_err[512];
 };
 
 static int64_t now_ms(void);
-static void set_err(char *err, size_t errlen, const char *fmt,...)
-			__attribute__((format(printf, 3, 4)));
-static int	apply_properties(rd_kafka_conf_t *conf, const char *properties,
-							 char *err, size_t errlen);
 static int	conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 					 char *err, size_t errlen);
 static rd_kafka_t *new_handle(rd_kafka_type_t type, rd_kafka_conf_t *conf,
@@ -95,19 +96,6 @@ now_ms(void)
 	return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Format a message into err (if any). */
-static void
-set_err(char *err, size_t errlen, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Set one configuration property; the message names the property, not its value. */
 static int
 conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
@@ -118,15 +106,15 @@ conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
 	if (rd_kafka_conf_set(conf, name, value, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
 	{
 		/* librdkafka's message may quote the value: keep only the property name */
-		set_err(err, errlen, "invalid Kafka property \"%s\"", name);
+		LibSetError(err, errlen, "invalid Kafka property \"%s\"", name);
 		return -1;
 	}
 	return 0;
 }
 
 /* Apply "k=v" pairs separated by commas or newlines; blank entries are skipped. */
-static int
-apply_properties(rd_kafka_conf_t *conf, const char *properties, char *err, size_t errlen)
+int
+KafkaConfApplyProperties(rd_kafka_conf_t *conf, const char *properties, char *err, size_t errlen)
 {
 	char	   *copy;
 	char	   *item;
@@ -138,7 +126,7 @@ apply_properties(rd_kafka_conf_t *conf, const char *properties, char *err, size_
 	copy = strdup(properties);
 	if (copy == NULL)
 	{
-		set_err(err, errlen, "out of memory");
+		LibSetError(err, errlen, "out of memory");
 		return -1;
 	}
 	for (item = strtok_r(copy, ",\n", &save); item != NULL; item = strtok_r(NULL, ",\n", &save))
@@ -155,7 +143,7 @@ apply_properties(rd_kafka_conf_t *conf, const char *properties, char *err, size_
 		eq = strchr(item, '=');
 		if (eq == NULL)
 		{
-			set_err(err, errlen, "invalid entry in Kafka properties: expected key=value");
+			LibSetError(err, errlen, "invalid entry in Kafka properties: expected key=value");
 			rc = -1;
 			break;
 		}
@@ -192,18 +180,16 @@ quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 static rd_kafka_t *
 new_handle(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *err, size_t errlen)
 {
-	sigset_t	all,
-				old;
+	sigset_t	old;
 	rd_kafka_t *rk;
 	char		errstr[256];
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
+	LibBlockSignals(&old);
 	rk = rd_kafka_new(type, conf, errstr, sizeof(errstr));
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	LibRestoreSignals(&old);
 	if (rk == NULL)
 	{
-		set_err(err, errlen, "could not create Kafka client: %s", errstr);
+		LibSetError(err, errlen, "could not create Kafka client: %s", errstr);
 		rd_kafka_conf_destroy(conf);
 	}
 	return rk;
@@ -232,14 +218,14 @@ KafkaDescribe(const char *brokers, const char *properties, const char *topic,
 	*n_partitions = 0;
 	if (brokers == NULL || brokers[0] == '\0')
 	{
-		set_err(err, errlen, "no Kafka brokers configured");
+		LibSetError(err, errlen, "no Kafka brokers configured");
 		return -1;
 	}
 	conf = rd_kafka_conf_new();
 	rd_kafka_conf_set_log_cb(conf, quiet_log_cb);
 	if (conf_set(conf, "bootstrap.servers", brokers, err, errlen) != 0 ||
 		conf_set(conf, "allow.auto.create.topics", "false", err, errlen) != 0 ||
-		apply_properties(conf, properties, err, errlen) != 0)
+		KafkaConfApplyProperties(conf, properties, err, errlen) != 0)
 	{
 		rd_kafka_conf_destroy(conf);
 		return -1;
@@ -252,7 +238,7 @@ KafkaDescribe(const char *brokers, const char *properties, const char *topic,
 	rc = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
 	if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		set_err(err, errlen, "could not get Kafka metadata from %s within %d ms: %s",
+		LibSetError(err, errlen, "could not get Kafka metadata from %s within %d ms: %s",
 				brokers, timeout_ms, rd_kafka_err2str(rc));
 		rd_kafka_destroy(rk);
 		return -1;
@@ -331,13 +317,13 @@ KafkaProducerNew(const KafkaProducerOptions *opts, char *err, size_t errlen)
 
 	if (opts->brokers == NULL || opts->brokers[0] == '\0')
 	{
-		set_err(err, errlen, "no Kafka brokers configured");
+		LibSetError(err, errlen, "no Kafka brokers configured");
 		return NULL;
 	}
 	p = calloc(1, sizeof(KafkaProducer));
 	if (p == NULL)
 	{
-		set_err(err, errlen, "out of memory");
+		LibSetError(err, errlen, "out of memory");
 		return NULL;
 	}
 	p->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 30000;
@@ -377,7 +363,7 @@ KafkaProducerNew(const KafkaProducerOptions *opts, char *err, size_t errlen)
 		if (conf_set(conf, "transaction.timeout.ms", buf, err, errlen) != 0)
 			goto fail;
 	}
-	if (apply_properties(conf, opts->properties, err, errlen) != 0)
+	if (KafkaConfApplyProperties(conf, opts->properties, err, errlen) != 0)
 		goto fail;
 
 	p->rk = new_handle(RD_KAFKA_PRODUCER, conf, err, errlen);
@@ -389,7 +375,7 @@ KafkaProducerNew(const KafkaProducerOptions *opts, char *err, size_t errlen)
 	p->rkt = rd_kafka_topic_new(p->rk, opts->topic, NULL);
 	if (p->rkt == NULL)
 	{
-		set_err(err, errlen, "could not create Kafka topic handle: %s",
+		LibSetError(err, errlen, "could not create Kafka topic handle: %s",
 				rd_kafka_err2str(rd_kafka_last_error()));
 		rd_kafka_destroy(p->rk);
 		free(p);
@@ -401,7 +387,7 @@ KafkaProducerNew(const KafkaProducerOptions *opts, char *err, size_t errlen)
 
 		if (error != NULL)
 		{
-			set_err(err, errlen, "could not initialize Kafka transactions: %s",
+			LibSetError(err, errlen, "could not initialize Kafka transactions: %s",
 					rd_kafka_error_string(error));
 			rd_kafka_error_destroy(error);
 			KafkaProducerFree(p);
@@ -627,14 +613,14 @@ KafkaConsumerNew(const char *brokers, const char *properties, const char *topic,
 
 	if (brokers == NULL || brokers[0] == '\0')
 	{
-		set_err(err, errlen, "no Kafka brokers configured");
+		LibSetError(err, errlen, "no Kafka brokers configured");
 		return NULL;
 	}
 	c = calloc(1, sizeof(KafkaConsumer));
 	if (c == NULL || (c->topic = strdup(topic)) == NULL)
 	{
 		free(c);
-		set_err(err, errlen, "out of memory");
+		LibSetError(err, errlen, "out of memory");
 		return NULL;
 	}
 	c->interrupt = interrupt;
@@ -650,7 +636,7 @@ KafkaConsumerNew(const char *brokers, const char *properties, const char *topic,
 		conf_set(conf, "auto.offset.reset", "error", err, errlen) != 0 ||
 		conf_set(conf, "enable.partition.eof", "true", err, errlen) != 0 ||
 		conf_set(conf, "allow.auto.create.topics", "false", err, errlen) != 0 ||
-		apply_properties(conf, properties, err, errlen) != 0)
+		KafkaConfApplyProperties(conf, properties, err, errlen) != 0)
 	{
 		rd_kafka_conf_destroy(conf);
 		free(c->topic);
@@ -689,7 +675,7 @@ KafkaConsumerAssign(KafkaConsumer *c, int n, const int32_t *partitions,
 	rd_kafka_topic_partition_list_destroy(list);
 	if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		set_err(err, errlen, "could not assign Kafka partitions: %s", rd_kafka_err2str(rc));
+		LibSetError(err, errlen, "could not assign Kafka partitions: %s", rd_kafka_err2str(rc));
 		return KAFKA_ERROR;
 	}
 	return KAFKA_OK;
@@ -738,13 +724,23 @@ KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max, int timeout_ms,
 	int			n = 0;
 
 	consumer_release(c);
+	if (c->pending_rc != KAFKA_OK)
+	{
+		int			rc = c->pending_rc;
+
+		LibSetError(err, errlen, "%s", c->pending_err);
+		if (bad_partition)
+			*bad_partition = c->pending_partition;
+		c->pending_rc = KAFKA_OK;
+		return rc;
+	}
 	if (max > c->maxheld)
 	{
 		rd_kafka_message_t **h = realloc(c->held, sizeof(*h) * max);
 
 		if (h == NULL)
 		{
-			set_err(err, errlen, "out of memory");
+			LibSetError(err, errlen, "out of memory");
 			return KAFKA_ERROR;
 		}
 		c->held = h;
@@ -772,7 +768,7 @@ KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max, int timeout_ms,
 				break;
 			if (c->interrupt && c->interrupt(c->interrupt_arg))
 			{
-				set_err(err, errlen, "interrupted while reading from Kafka");
+				LibSetError(err, errlen, "interrupted while reading from Kafka");
 				return KAFKA_INTERRUPTED;
 			}
 			continue;
@@ -796,7 +792,7 @@ KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max, int timeout_ms,
 				rc = KAFKA_OUT_OF_RANGE;
 				if (bad_partition)
 					*bad_partition = m->partition;
-				set_err(err, errlen, "Kafka offset out of range in partition %d: %s",
+				LibSetError(err, errlen, "Kafka offset out of range in partition %d: %s",
 						(int) m->partition, rd_kafka_message_errstr(m));
 			}
 			else if (m->err == RD_KAFKA_RESP_ERR__TRANSPORT ||
@@ -808,10 +804,19 @@ KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max, int timeout_ms,
 				continue;
 			}
 			else
-				set_err(err, errlen, "Kafka consumer error in partition %d: %s",
+				LibSetError(err, errlen, "Kafka consumer error in partition %d: %s",
 						(int) m->partition, rd_kafka_message_errstr(m));
+			if (n > 0)
+			{
+				/* hand out what came before the error; the next poll reports it */
+				c->pending_rc = rc;
+				c->pending_partition = m->partition;
+				snprintf(c->pending_err, sizeof(c->pending_err), "%s", err);
+				rd_kafka_message_destroy(m);
+				return n;
+			}
 			rd_kafka_message_destroy(m);
-			return n > 0 ? n : rc;
+			return rc;
 		}
 		c->held[c->nheld++] = m;
 		consumer_track(c, m->partition, m->offset + 1);
@@ -859,7 +864,7 @@ KafkaConsumerWatermarks(KafkaConsumer *c, int32_t partition, int64_t *low, int64
 
 	if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		set_err(err, errlen, "could not query Kafka offsets of partition %d: %s",
+		LibSetError(err, errlen, "could not query Kafka offsets of partition %d: %s",
 				(int) partition, rd_kafka_err2str(rc));
 		return rc == RD_KAFKA_RESP_ERR__TIMED_OUT ? KAFKA_TIMEOUT : KAFKA_ERROR;
 	}
@@ -881,7 +886,7 @@ KafkaConsumerPartitions(KafkaConsumer *c, int timeout_ms, int *n_partitions,
 		rd_kafka_topic_destroy(rkt);
 	if (rc != RD_KAFKA_RESP_ERR_NO_ERROR)
 	{
-		set_err(err, errlen, "could not get Kafka metadata within %d ms: %s",
+		LibSetError(err, errlen, "could not get Kafka metadata within %d ms: %s",
 				timeout_ms, rd_kafka_err2str(rc));
 		return rc == RD_KAFKA_RESP_ERR__TIMED_OUT ? KAFKA_TIMEOUT : KAFKA_ERROR;
 	}

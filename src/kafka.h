@@ -45,6 +45,15 @@ typedef int (*KafkaInterruptFn) (void *arg);
  * message in err (no secrets) on failure or timeout.  properties: "k=v" pairs
  * separated by commas or newlines, may be NULL/empty.
  */
+/*
+ * Apply "k=v" properties (commas or newlines between pairs; blank entries and '#'
+ * comments skipped) to a librdkafka configuration. 0, or -1 with a message in err
+ * that names the property, never its value. For modules that make their own handle.
+ */
+struct rd_kafka_conf_s;
+extern int	KafkaConfApplyProperties(struct rd_kafka_conf_s *conf, const char *properties,
+									 char *err, size_t errlen);
+
 extern int	KafkaDescribe(const char *brokers, const char *properties, const char *topic,
 						  int timeout_ms, int *n_brokers, int *n_partitions,
 						  char *err, size_t errlen);
@@ -161,7 +170,9 @@ extern int	KafkaConsumerAssign(KafkaConsumer *c, int n, const int32_t *partition
  * returning as soon as no more are immediately available after that (or a partition's
  * end is reached).  Returns the
  * number of messages put into msgs (0 on timeout), or a negative code with a message
- * in err; for KAFKA_OUT_OF_RANGE *bad_partition is set (may be NULL).  The messages
+ * in err; for KAFKA_OUT_OF_RANGE *bad_partition is set (may be NULL).  An error met after
+ * some messages were collected is kept and returned by the next call, so it is never
+ * lost behind the messages that preceded it.  The messages
  * stay valid until the next KafkaConsumerPoll or KafkaConsumerFree.
  */
 extern int	KafkaConsumerPoll(KafkaConsumer *c, KafkaMessage *msgs, int max,

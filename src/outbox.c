@@ -58,6 +58,7 @@ static bool kafka_failing = false;
 
 static bool relay_once(MemoryContext loopcxt, bool *more);
 static bool relay_kafka(uint64 *sent);
+static KafkaProducer *relay_producer(const char *txnid, char *err, size_t errlen);
 static uint64 relay_queue(void);
 static void relay_drop_producer(void);
 static int	relay_interrupt(void *arg);
@@ -235,6 +236,22 @@ relay_queue(void)
 	return SPI_processed;
 }
 
+/* Create a producer with the relay's settings (transactional when txnid is set). */
+static KafkaProducer *
+relay_producer(const char *txnid, char *err, size_t errlen)
+{
+	KafkaProducerOptions o;
+
+	memset(&o, 0, sizeof(o));
+	o.brokers = recsys_kafka_brokers;
+	o.properties = GucKafkaProperties();
+	o.topic = recsys_kafka_topic;
+	o.timeout_ms = recsys_kafka_timeout_ms;
+	o.interrupt = relay_interrupt;
+	o.transactional_id = txnid;
+	return KafkaProducerNew(&o, err, errlen);
+}
+
 /* Send a batch to Kafka, then delete it; false (rows kept) when Kafka failed. */
 static bool
 relay_kafka(uint64 *sent)
@@ -260,15 +277,7 @@ relay_kafka(uint64 *sent)
 
 	if (producer == NULL)
 	{
-		KafkaProducerOptions o;
-
-		memset(&o, 0, sizeof(o));
-		o.brokers = recsys_kafka_brokers;
-		o.properties = psprintf("%s\n%s", recsys_kafka_properties, SecretKafkaProperties());
-		o.topic = recsys_kafka_topic;
-		o.timeout_ms = recsys_kafka_timeout_ms;
-		o.interrupt = relay_interrupt;
-		producer = KafkaProducerNew(&o, err, sizeof(err));
+		producer = relay_producer(NULL, err, sizeof(err));
 		if (producer == NULL)
 		{
 			ereport(WARNING,
@@ -350,21 +359,13 @@ relay_abort_orphans(void)
 	}
 	for (i = 0; i < n; i++)
 	{
-		KafkaProducerOptions o;
 		KafkaProducer *p;
 		char		txnid[64];
 		char		err[1024];
 
 		snprintf(txnid, sizeof(txnid), INGEST_TXN_ID_FORMAT, (long long) jobs[i]);
-		memset(&o, 0, sizeof(o));
-		o.brokers = recsys_kafka_brokers;
-		o.properties = psprintf("%s\n%s", recsys_kafka_properties, SecretKafkaProperties());
-		o.topic = recsys_kafka_topic;
-		o.timeout_ms = recsys_kafka_timeout_ms;
-		o.interrupt = relay_interrupt;
-		o.transactional_id = txnid;
 		/* init_transactions fences the old producer and aborts its transaction */
-		p = KafkaProducerNew(&o, err, sizeof(err));
+		p = relay_producer(txnid, err, sizeof(err));
 		if (p == NULL)
 		{
 			ereport(LOG,

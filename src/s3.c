@@ -35,6 +35,7 @@
 #include <zlib.h>
 
 #include "s3.h"
+#include "libutil.h"
 
 #define S3_DEFAULT_TIMEOUT_MS		30000
 #define S3_DEFAULT_CONNECT_MS		5000
@@ -93,8 +94,6 @@ static CURLcode s3_perform_once(const S3Config *cfg, S3Request *req, int *aborte
 static int	s3_transient_curl(CURLcode rc);
 static void s3_backoff(const S3Config *cfg, int attempt);
 static void s3_format_error(const S3Config *cfg, S3Request *req, char *err, size_t errlen);
-static void s3_set_err(char *err, size_t errlen, const char *fmt,...)
-			__attribute__((format(printf, 3, 4)));
 static void s3_sha256_hex(const void *data, size_t len, char *hex);
 static char *s3_encode(const char *s, int keep_slash);
 static char *s3_url(const S3Config *cfg, const char *key, const char *query);
@@ -107,38 +106,6 @@ static char *s3_child_text(xmlNodePtr node, const char *name);
 static int	s3_parse_list(const S3Buffer *buf, S3ListState *st, char *err, size_t errlen);
 static char *s3_url_decode(const char *s);
 static void s3_printable(const char *in, char *out, size_t outlen);
-static void s3_block_signals(sigset_t *old);
-static void s3_restore_signals(const sigset_t *old);
-
-/* Write a message into the caller's buffer. */
-static void
-s3_set_err(char *err, size_t errlen, const char *fmt,...)
-{
-	va_list		ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-/* Block every signal, saving the previous mask. */
-static void
-s3_block_signals(sigset_t *old)
-{
-	sigset_t	all;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, old);
-}
-
-/* Restore the mask saved by s3_block_signals. */
-static void
-s3_restore_signals(const sigset_t *old)
-{
-	pthread_sigmask(SIG_SETMASK, old, NULL);
-}
 
 /* Initialise libcurl and libxml2 once per process, with signals blocked. */
 static int
@@ -149,7 +116,7 @@ s3_init(char *err, size_t errlen)
 
 	if (s3_initialised)
 		return 0;
-	s3_block_signals(&old);
+	LibBlockSignals(&old);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		ok = 0;
 	else
@@ -160,10 +127,10 @@ s3_init(char *err, size_t errlen)
 		if (s3_multi == NULL || s3_easy == NULL)
 			ok = 0;
 	}
-	s3_restore_signals(&old);
+	LibRestoreSignals(&old);
 	if (!ok)
 	{
-		s3_set_err(err, errlen, "S3: could not initialise libcurl");
+		LibSetError(err, errlen, "S3: could not initialise libcurl");
 		return -1;
 	}
 	s3_initialised = 1;
@@ -504,16 +471,16 @@ s3_perform_once(const S3Config *cfg, S3Request *req, int *aborted, char *curlerr
 	else if (strcmp(req->method, "DELETE") == 0)
 		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "DELETE");
 
-	s3_block_signals(&old);
+	LibBlockSignals(&old);
 	curl_multi_add_handle(s3_multi, h);
-	s3_restore_signals(&old);
+	LibRestoreSignals(&old);
 	while (running)
 	{
 		CURLMcode	mc;
 
-		s3_block_signals(&old);
+		LibBlockSignals(&old);
 		mc = curl_multi_perform(s3_multi, &running);
-		s3_restore_signals(&old);
+		LibRestoreSignals(&old);
 		if (mc != CURLM_OK)
 		{
 			snprintf(curlerr, CURL_ERROR_SIZE, "%s", curl_multi_strerror(mc));
@@ -537,9 +504,9 @@ s3_perform_once(const S3Config *cfg, S3Request *req, int *aborted, char *curlerr
 			if (msg->msg == CURLMSG_DONE && msg->easy_handle == h)
 				rc = msg->data.result;
 	}
-	s3_block_signals(&old);
+	LibBlockSignals(&old);
 	curl_multi_remove_handle(s3_multi, h);
-	s3_restore_signals(&old);
+	LibRestoreSignals(&old);
 
 	if (rc == CURLE_OK)
 	{
@@ -578,7 +545,7 @@ s3_request(const S3Config *cfg, S3Request *req, char *err, size_t errlen)
 		(strncmp(cfg->endpoint, "http://", 7) != 0 &&
 		 strncmp(cfg->endpoint, "https://", 8) != 0))
 	{
-		s3_set_err(err, errlen, "S3 %s: the endpoint must be an http:// or https:// URL and a bucket must be set",
+		LibSetError(err, errlen, "S3 %s: the endpoint must be an http:// or https:// URL and a bucket must be set",
 				   req->op);
 		return S3_ERROR;
 	}
@@ -591,7 +558,7 @@ s3_request(const S3Config *cfg, S3Request *req, char *err, size_t errlen)
 
 		if (aborted)
 		{
-			s3_set_err(err, errlen, "S3 %s %s%s%s: interrupted", req->op, cfg->bucket,
+			LibSetError(err, errlen, "S3 %s %s%s%s: interrupted", req->op, cfg->bucket,
 					   req->key ? "/" : "", pkey);
 			return S3_ERROR;
 		}
@@ -612,7 +579,7 @@ s3_request(const S3Config *cfg, S3Request *req, char *err, size_t errlen)
 			continue;
 		}
 		if (rc != CURLE_OK)
-			s3_set_err(err, errlen, "S3 %s %s%s%s: %s (after %d attempt%s)", req->op,
+			LibSetError(err, errlen, "S3 %s %s%s%s: %s (after %d attempt%s)", req->op,
 					   cfg->bucket, req->key ? "/" : "", pkey, curlerr, attempt + 1,
 					   attempt ? "s" : "");
 		else
@@ -697,15 +664,15 @@ s3_format_error(const S3Config *cfg, S3Request *req, char *err, size_t errlen)
 		pkey[0] = '\0';
 	s3_printable(message ? message : "", pmsg, sizeof(pmsg));
 	if (code)
-		s3_set_err(err, errlen, "S3 %s %s%s: %s: %s (HTTP %ld)", req->op, cfg->bucket,
+		LibSetError(err, errlen, "S3 %s %s%s: %s: %s (HTTP %ld)", req->op, cfg->bucket,
 				   pkey, code, pmsg, req->status);
 	else if (strcmp(req->method, "HEAD") == 0)
-		s3_set_err(err, errlen, "S3 %s %s%s: HTTP %ld%s", req->op, cfg->bucket, pkey,
+		LibSetError(err, errlen, "S3 %s %s%s: HTTP %ld%s", req->op, cfg->bucket, pkey,
 				   req->status,
 				   req->status == 404 ? " (not found)" :
 				   req->status == 403 ? " (access denied or bad signature)" : "");
 	else
-		s3_set_err(err, errlen, "S3 %s %s%s: HTTP %ld with no S3 error body", req->op,
+		LibSetError(err, errlen, "S3 %s %s%s: HTTP %ld with no S3 error body", req->op,
 				   cfg->bucket, pkey, req->status);
 	free(code);
 	free(message);
@@ -731,7 +698,7 @@ S3CheckBucket(const S3Config *cfg, char *err, size_t errlen)
 		again.method = "GET";
 		again.query = "list-type=2&max-keys=1";
 		if (s3_request(cfg, &again, err, errlen) == S3_OK)
-			s3_set_err(err, errlen, "S3 HEAD bucket %s: HTTP %ld", cfg->bucket, req.status);
+			LibSetError(err, errlen, "S3 HEAD bucket %s: HTTP %ld", cfg->bucket, req.status);
 		S3BufferFree(&again.resp);
 	}
 	S3BufferFree(&req.resp);
@@ -822,7 +789,7 @@ S3PutMultipart(const S3Config *cfg, const char *key, const void *data, size_t le
 	}
 	if (upload_id == NULL || (eid = s3_encode(upload_id, 0)) == NULL)
 	{
-		s3_set_err(err, errlen, "S3 multipart initiate %s: no UploadId in the answer", cfg->bucket);
+		LibSetError(err, errlen, "S3 multipart initiate %s: no UploadId in the answer", cfg->bucket);
 		goto done;
 	}
 
@@ -876,7 +843,7 @@ S3PutMultipart(const S3Config *cfg, const char *key, const void *data, size_t le
 	goto done;
 
 oom:
-	s3_set_err(err, errlen, "S3 multipart upload %s: out of memory", cfg->bucket);
+	LibSetError(err, errlen, "S3 multipart upload %s: out of memory", cfg->bucket);
 abort:
 	{
 		/* best effort: do not leave the parts behind */
@@ -961,7 +928,7 @@ s3_parse_list(const S3Buffer *buf, S3ListState *st, char *err, size_t errlen)
 	{
 		if (doc)
 			xmlFreeDoc(doc);
-		s3_set_err(err, errlen, "S3 list: the answer is not a ListBucketResult");
+		LibSetError(err, errlen, "S3 list: the answer is not a ListBucketResult");
 		return -1;
 	}
 	s = s3_child_text(root, "EncodingType");
@@ -1017,7 +984,7 @@ S3List(const S3Config *cfg, const char *prefix, const char *start_after,
 	st.arg = arg;
 	if (eprefix == NULL || eafter == NULL)
 	{
-		s3_set_err(err, errlen, "S3 list: out of memory");
+		LibSetError(err, errlen, "S3 list: out of memory");
 		rc = S3_ERROR;
 	}
 	while (rc == S3_OK)
@@ -1029,7 +996,7 @@ S3List(const S3Config *cfg, const char *prefix, const char *start_after,
 		if (query == NULL)
 		{
 			free(etoken);
-			s3_set_err(err, errlen, "S3 list: out of memory");
+			LibSetError(err, errlen, "S3 list: out of memory");
 			rc = S3_ERROR;
 			break;
 		}
@@ -1050,7 +1017,7 @@ S3List(const S3Config *cfg, const char *prefix, const char *start_after,
 			break;
 		if (st.next_token == NULL)
 		{
-			s3_set_err(err, errlen, "S3 list: truncated answer without a continuation token");
+			LibSetError(err, errlen, "S3 list: truncated answer without a continuation token");
 			rc = S3_ERROR;
 		}
 	}
@@ -1184,7 +1151,7 @@ S3Gunzip(const void *data, size_t len, S3Buffer *out, char *err, size_t errlen)
 	memset(&zs, 0, sizeof(zs));
 	if (inflateInit2(&zs, 15 + 16) != Z_OK)
 	{
-		s3_set_err(err, errlen, "gunzip: could not initialise zlib");
+		LibSetError(err, errlen, "gunzip: could not initialise zlib");
 		return -1;
 	}
 	zs.next_in = (Bytef *) data;
@@ -1196,13 +1163,13 @@ S3Gunzip(const void *data, size_t len, S3Buffer *out, char *err, size_t errlen)
 		zrc = inflate(&zs, Z_NO_FLUSH);
 		if (zrc != Z_OK && zrc != Z_STREAM_END)
 		{
-			s3_set_err(err, errlen, "gunzip: %s", zs.msg ? zs.msg : "corrupt or truncated data");
+			LibSetError(err, errlen, "gunzip: %s", zs.msg ? zs.msg : "corrupt or truncated data");
 			inflateEnd(&zs);
 			return -1;
 		}
 		if (S3BufferAppend(out, chunk, sizeof(chunk) - zs.avail_out) != 0)
 		{
-			s3_set_err(err, errlen, "gunzip: out of memory");
+			LibSetError(err, errlen, "gunzip: out of memory");
 			inflateEnd(&zs);
 			return -1;
 		}

@@ -37,7 +37,9 @@ CREATE INDEX ON recsys.ratings (movie_id);
  * The embedded event log, used when recsys.kafka_brokers is unset: producers insert
  * events here, the archiver takes committed rows in id order (FOR UPDATE SKIP LOCKED)
  * and deletes them in the same transaction as their manifest row. It counts as topic
- * 'queue', partition 0, and the row id is the offset.
+ * 'queue', partition 0. Offsets are not row ids: a row that commits late may carry a
+ * lower id, so the archiver numbers rows in the order it archives them (see
+ * recsys.archive_offsets) and object ranges never overlap.
  */
 CREATE TABLE recsys.event_queue (
 	id			bigserial PRIMARY KEY,

@@ -63,6 +63,10 @@ t0=$(now_ms)
 res=$(psql_val "SELECT job_id || ' ' || events || ' ' || rejected FROM recsys_ingest_csv('$FX/ratings.csv', on_error => 'stop')")
 read -r job events rejected <<<"$res"
 is "$events $rejected" "10 0" "stop on a clean file: 10 events"
+# Kafka writes the commit markers to the partitions just after the commit returns: a
+# read_committed reader sees the whole transaction once they land.
+visible_events() { [ "$(job_events "$job" "$t0" | wc -l)" -ge 10 ]; }
+wait_for 15 visible_events
 is "$(job_events "$job" "$t0" | wc -l)" 10 "stop: the committed Kafka transaction is visible to read_committed"
 
 # --- async

@@ -7,7 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 S3_TOOL="$REPO_DIR/test/unit/bin/s3_tool"
-make -s -f "$REPO_DIR/test/unit/s3.mk" >/dev/null || { echo "Bail out! cannot build s3_tool"; exit 1; }
+make -s -f "$REPO_DIR/test/unit/unit.mk" >/dev/null || { echo "Bail out! cannot build s3_tool"; exit 1; }
 TOOLS=${RECSYS_TOOLS_DIR:-/opt/recsys-tools}
 PGDATA_DIR=$(psql -X -qtA -c 'SHOW data_directory')
 

@@ -2,7 +2,7 @@
  * csv_test.c: standalone checks of src/csvreader.c (run it under ASan or valgrind).
  *
  *   cc -g -fsanitize=address,undefined -Wall -Wextra -Werror -Isrc -o /tmp/csv_test \
- *      test/unit/csv_test.c src/csvreader.c -lcsv
+ *      test/unit/csv_test.c src/csvreader.c src/libutil.c -lcsv -lpthread
  *   /tmp/csv_test            # TAP on built-in cases
  *   /tmp/csv_test FILE       # count records of FILE and print the speed
  */

@@ -2,7 +2,7 @@
  * kafka_test.c: standalone checks of src/kafka.c against a real broker.
  *
  *   cc -O2 -Wall -Wextra -Werror -Isrc -o /tmp/kafka_test test/unit/kafka_test.c \
- *      src/kafka.c -lrdkafka -lpthread
+ *      src/kafka.c src/libutil.c -lrdkafka -lpthread
  *   /tmp/kafka_test BROKERS TOPIC [N]
  *
  * TOPIC (default recsys-unit) must exist; do not use the pipeline's topic, since the

@@ -16,7 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-make -s -f "$here/s3.mk"
+make -s -f "$here/unit.mk"
 export S3_ENDPOINT=http://127.0.0.1:$port S3_BUCKET=unit-test
 export S3_ACCESS_KEY=unitadmin S3_SECRET_KEY=unit-secret-$RANDOM$RANDOM
 MINIO_ROOT_USER=$S3_ACCESS_KEY MINIO_ROOT_PASSWORD=$S3_SECRET_KEY \
