@@ -24,5 +24,7 @@ run "SELECT recsys_load_movies('$DATA/movies.csv') AS movies_loaded"
 run "SELECT * FROM recsys_ingest_csv('$DATA/ratings.csv')"
 run "SELECT job_id, status, lines, events, rejected, finished_at - started_at AS took FROM recsys.ingest_jobs ORDER BY job_id DESC LIMIT 1"
 run "SELECT recsys_archive_sync('120 s') AS events_archived"
-run "SELECT topic, partition, count(*) AS objects, sum(events) AS events FROM recsys.archive_manifest GROUP BY 1, 2 ORDER BY 1, 2"
+run "SELECT topic, partition, count(*) AS objects, sum(events) AS events, max(archived_at) AS last_object FROM recsys.archive_manifest WHERE topic IN (current_setting('recsys.kafka_topic'), 'queue') GROUP BY 1, 2 ORDER BY 1, 2"
+run "SELECT object_key, first_offset, last_offset, events, bytes FROM recsys.archive_manifest ORDER BY archived_at DESC LIMIT 3"
+run "SELECT component, metric, value FROM recsys.status WHERE metric LIKE '%lag' OR metric IN ('mode', 'storage', 'last_flush', 'last_error')"
 printf '\nThe stack is still up. Connect with: eval "$(test/stack.sh env)"; psql\n'
