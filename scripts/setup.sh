@@ -6,7 +6,7 @@
 #
 # - Debian packages: PostgreSQL 15 with its server headers and pg_cron, the C libraries
 #   recsys links (libcsv, jansson, libxml2, zlib, libcurl, librdkafka, hiredis), Redis,
-#   kcat, Java 17 and Maven, docker-compose (to validate docker/), R's dslabs (offline
+#   kcat, valgrind, Java 17 and Maven, docker-compose (to validate docker/), R's dslabs (offline
 #   MovieLens sample).
 # - Kafka 3.9 broker jars from Maven Central (scripts/kafka/pom.xml), cached in ~/.m2.
 # - MinIO built with `go install` at a pinned version, cached in Go's module and build
@@ -32,7 +32,7 @@ PACKAGES=(
     build-essential postgresql-15 postgresql-server-dev-15 postgresql-15-cron
     libcsv-dev libjansson-dev libxml2-dev zlib1g-dev libcurl4-openssl-dev libssl-dev
     librdkafka-dev libhiredis-dev
-    redis-server redis-tools kcat curl python3 ca-certificates
+    redis-server redis-tools kcat curl python3 ca-certificates valgrind procps unzip
     openjdk-17-jre-headless maven
     docker-compose r-cran-dslabs r-base-core
 )
