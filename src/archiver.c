@@ -202,6 +202,7 @@ static void store_state(bool ok, const char *err);
 static void log_state(bool ok, const char *err);
 static void commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes);
 static void record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes);
+static void publish_flush(Batch *b, int64 next_offset, int64 bytes);
 static void store_offset(int32 partition, int64 expected, int64 next_offset,
 						 int64 gap_from, int64 gap_to);
 static List *load_offsets(void);
@@ -890,21 +891,28 @@ batch_flush(Batch *b, int64 next_offset)
 	fault_point("after_commit");
 	pgstat_report_activity(STATE_IDLE, NULL);
 
+	publish_flush(b, next_offset, (int64) len);
+
+	if (key)
+		pfree(key);
+	batch_reset(b);
+	return true;
+}
+
+/* Publish a committed batch: shared counters for recsys.status, the new offset. */
+static void
+publish_flush(Batch *b, int64 next_offset, int64 bytes)
+{
 	SpinLockAcquire(&Shared->mutex);
 	Shared->parts[b->slot].committed = next_offset;
 	if (b->events > 0)
 		Shared->objects++;
 	Shared->events += b->events;
-	Shared->bytes += len;
+	Shared->bytes += bytes;
 	Shared->dead_letters += b->ndead;
 	Shared->last_flush = GetCurrentTimestamp();
 	SpinLockRelease(&Shared->mutex);
-
 	b->committed = next_offset;
-	if (key)
-		pfree(key);
-	batch_reset(b);
-	return true;
 }
 
 /* One transaction: check the stored offset, insert manifest row and dead letters, store
@@ -1576,11 +1584,11 @@ queue_flush(int limit)
 		store_state(true, NULL);
 		fault_point("after_put");
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	/* same transaction: offset, manifest row, dead letters */
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	/*
+	 * Same transaction and SPI connection: offset, manifest row, dead letters. (The
+	 * key lives in SPI's memory: finishing SPI here would free it.)
+	 */
+	SPI_freetuptable(SPI_tuptable);
 	record_batch(b, key, next_offset, (int64) len);
 	SPI_finish();
 	PopActiveSnapshot();
@@ -1588,16 +1596,7 @@ queue_flush(int limit)
 	fault_point("after_commit");
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	SpinLockAcquire(&Shared->mutex);
-	Shared->parts[b->slot].committed = next_offset;
-	if (b->events > 0)
-		Shared->objects++;
-	Shared->events += b->events;
-	Shared->bytes += len;
-	Shared->dead_letters += b->ndead;
-	Shared->last_flush = GetCurrentTimestamp();
-	SpinLockRelease(&Shared->mutex);
-	b->committed = next_offset;
+	publish_flush(b, next_offset, (int64) len);
 	batch_reset(b);
 	return true;
 }

@@ -14,17 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int	testno = 0;
-static int	failures = 0;
-
-static void
-ok(int cond, const char *what)
-{
-	testno++;
-	printf("%sok %d - %s\n", cond ? "" : "not ", testno, what);
-	if (!cond)
-		failures++;
-}
+#include "tap.h"
 
 static const char *
 write_tmp(const char *content, size_t len)
@@ -156,6 +146,5 @@ main(int argc, char **argv)
 		free(big);
 	}
 	unlink(path);
-	printf("1..%d\n", testno);
-	return failures ? 1 : 0;
+	return tap_done();
 }

@@ -9,17 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int	testno = 0;
-static int	failures = 0;
-
-static void
-ok(int cond, const char *what)
-{
-	testno++;
-	printf("%sok %d - %s\n", cond ? "" : "not ", testno, what);
-	if (!cond)
-		failures++;
-}
+#include "tap.h"
 
 static int
 good(const char *u, const char *m, const char *r, const char *t, const char *expect)
@@ -97,6 +87,5 @@ main(void)
 	ok(strcmp(key, "42") == 0, "key is the user id");
 	IngestSanitize(buf, "a\xff" "b\0c\xc3\xa9", 7, 100);
 	ok(strcmp(buf, "a\\xFFb\\x00c\xc3\xa9") == 0, "sanitize escapes bad bytes and NUL");
-	printf("1..%d\n", testno);
-	return failures ? 1 : 0;
+	return tap_done();
 }

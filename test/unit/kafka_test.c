@@ -19,17 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static int	failures = 0;
-static int	testno = 0;
-
-static void
-ok(int cond, const char *what)
-{
-	testno++;
-	printf("%sok %d - %s\n", cond ? "" : "not ", testno, what);
-	if (!cond)
-		failures++;
-}
+#include "tap.h"
 
 static double
 now_s(void)
@@ -315,6 +305,5 @@ main(int argc, char **argv)
 			   KafkaProducerAcked(p) / (now_s() - t0));
 		KafkaProducerFree(p);
 	}
-	printf("1..%d\n", testno);
-	return failures ? 1 : 0;
+	return tap_done();
 }

@@ -32,15 +32,15 @@ $(HERE)bin/eventjson_test: $(HERE)eventjson_test.c $(HERE)../../src/eventjson.c 
 	$(CC) $(CFLAGS) -o $@ $(HERE)eventjson_test.c $(HERE)../../src/eventjson.c -ljansson -lm
 
 # The CSV reader (libcsv) and the ratings-row validator.
-$(HERE)bin/csv_test: $(HERE)csv_test.c $(HERE)../../src/csvreader.c $(HERE)../../src/csvreader.h $(HERE)../../src/libutil.c
+$(HERE)bin/csv_test: $(HERE)tap.h $(HERE)csv_test.c $(HERE)../../src/csvreader.c $(HERE)../../src/csvreader.h $(HERE)../../src/libutil.c
 	mkdir -p $(HERE)bin
 	$(CC) $(CFLAGS) -o $@ $(HERE)csv_test.c $(HERE)../../src/csvreader.c $(HERE)../../src/libutil.c -lcsv -lpthread
 
-$(HERE)bin/event_test: $(HERE)event_test.c $(HERE)../../src/ingest_event.c $(HERE)../../src/ingest_event.h
+$(HERE)bin/event_test: $(HERE)tap.h $(HERE)event_test.c $(HERE)../../src/ingest_event.c $(HERE)../../src/ingest_event.h
 	mkdir -p $(HERE)bin
 	$(CC) $(CFLAGS) -o $@ $(HERE)event_test.c $(HERE)../../src/ingest_event.c -lm
 
 # The Kafka client, against a real broker.
-$(HERE)bin/kafka_test: $(HERE)kafka_test.c $(HERE)../../src/kafka.c $(HERE)../../src/kafka.h $(HERE)../../src/libutil.c
+$(HERE)bin/kafka_test: $(HERE)tap.h $(HERE)kafka_test.c $(HERE)../../src/kafka.c $(HERE)../../src/kafka.h $(HERE)../../src/libutil.c
 	mkdir -p $(HERE)bin
 	$(CC) $(CFLAGS) -o $@ $(HERE)kafka_test.c $(HERE)../../src/kafka.c $(HERE)../../src/libutil.c -lrdkafka -lpthread
