@@ -210,26 +210,44 @@ IngestParseRating(const char *user, const char *movie, const char *rating,
 	return true;
 }
 
-/* Write a non-negative integer; return its length. */
+/* Write an integer in decimal; return its length. Two digits per division. */
 static int
 put_int(char *dst, int64_t v)
 {
+	static const char digits2[] =
+		"00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+		"40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+		"8081828384858687888990919293949596979899";
 	char		tmp[24];
-	int			n = 0,
-				i;
+	char	   *t = tmp + sizeof(tmp);
+	uint64_t	u;
+	int			n;
 
 	if (v < 0)
 	{
 		*dst++ = '-';
 		return 1 + put_int(dst, -v);
 	}
-	do
+	u = (uint64_t) v;
+	while (u >= 100)
 	{
-		tmp[n++] = (char) ('0' + v % 10);
-		v /= 10;
-	} while (v > 0);
-	for (i = 0; i < n; i++)
-		dst[i] = tmp[n - 1 - i];
+		unsigned	r = (unsigned) (u % 100);
+
+		u /= 100;
+		t -= 2;
+		t[0] = digits2[2 * r];
+		t[1] = digits2[2 * r + 1];
+	}
+	if (u >= 10)
+	{
+		t -= 2;
+		t[0] = digits2[2 * u];
+		t[1] = digits2[2 * u + 1];
+	}
+	else
+		*--t = (char) ('0' + u);
+	n = (int) (tmp + sizeof(tmp) - t);
+	memcpy(dst, t, n);
 	return n;
 }
 

@@ -85,6 +85,33 @@ main(void)
 	ok(bad("1", "1", "3", "99999999999999", "timestamp"), "epoch beyond year 9999");
 	IngestFormatKey(key, &x);
 	ok(strcmp(key, "42") == 0, "key is the user id");
+	{
+		/* numbers of every length, and around each power of ten, as printf writes them */
+		int64_t		samples[] = {0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, 99999,
+		100000, 1234567, 9999999999LL, 10000000000LL, 250000000017LL,
+		9223372036854775807LL};
+		int			mismatches = 0;
+		size_t		i;
+
+		for (i = 0; i < sizeof(samples) / sizeof(samples[0]); i++)
+		{
+			IngestRating r = {samples[i], samples[i], 7, samples[i]};
+			char		expect[INGEST_VALUE_MAX],
+						value[INGEST_VALUE_MAX];
+
+			snprintf(expect, sizeof(expect),
+					 "{\"event_id\":%lld,\"user_id\":%lld,\"movie_id\":%lld,\"rating\":3.5,\"ts\":%lld}",
+					 (long long) samples[i], (long long) samples[i], (long long) samples[i],
+					 (long long) samples[i]);
+			IngestFormatValue(value, samples[i], &r);
+			if (strcmp(value, expect) != 0)
+			{
+				printf("# got %s\n# expected %s\n", value, expect);
+				mismatches++;
+			}
+		}
+		ok(mismatches == 0, "integers of every length are written as printf writes them");
+	}
 	IngestSanitize(buf, "a\xff" "b\0c\xc3\xa9", 7, 100);
 	ok(strcmp(buf, "a\\xFFb\\x00c\xc3\xa9") == 0, "sanitize escapes bad bytes and NUL");
 	return tap_done();
