@@ -36,17 +36,34 @@
 
 #define KAFKA_ERRLEN 512
 
+/*
+ * Messages are handed to librdkafka KAFKA_LOCAL_BATCH at a time with
+ * rd_kafka_produce_batch(): it reads the clocks and takes the topic's locks once per
+ * batch instead of once per message, which is most of the producing thread's cost
+ * besides parsing.
+ */
+#define KAFKA_LOCAL_BATCH		1024
+
 struct KafkaProducer
 {
 	rd_kafka_t *rk;
 	rd_kafka_topic_t *rkt;
 	int			timeout_ms;
+	int			queue_max;		/* queue.buffering.max.messages */
+	int			batch_max;		/* local batch size: at most queue_max */
+	/* the local batch: keys and values copied into arena, described by msgs */
+	int			nlocal;
+	rd_kafka_message_t msgs[KAFKA_LOCAL_BATCH];
+	size_t		key_off[KAFKA_LOCAL_BATCH];
+	size_t		value_off[KAFKA_LOCAL_BATCH];
+	char	   *arena;
+	size_t		arena_len;
+	size_t		arena_cap;
 	bool		transactional;
 	KafkaInterruptFn interrupt;
 	void	   *interrupt_arg;
 	int64_t		acked;
 	int64_t		failed;
-	unsigned	produced;		/* for polling delivery reports now and then */
 	bool		fatal;
 	char		error[KAFKA_ERRLEN];
 };
@@ -365,6 +382,16 @@ KafkaProducerNew(const KafkaProducerOptions *opts, char *err, size_t errlen)
 	}
 	if (KafkaConfApplyProperties(conf, opts->properties, err, errlen) != 0)
 		goto fail;
+	{
+		size_t		size = sizeof(buf);
+
+		p->queue_max = 100000;
+		if (rd_kafka_conf_get(conf, "queue.buffering.max.messages", buf, &size) == RD_KAFKA_CONF_OK)
+			p->queue_max = atoi(buf);
+		if (p->queue_max < 1)
+			p->queue_max = 1;
+		p->batch_max = p->queue_max < KAFKA_LOCAL_BATCH ? p->queue_max : KAFKA_LOCAL_BATCH;
+	}
 
 	p->rk = new_handle(RD_KAFKA_PRODUCER, conf, err, errlen);
 	if (p->rk == NULL)
@@ -402,38 +429,54 @@ fail:
 	return NULL;
 }
 
-/* Queue one message, serving delivery reports while the local queue is full. */
-int
-KafkaProduce(KafkaProducer *p, const char *key, size_t keylen,
-			 const char *value, size_t valuelen)
+/*
+ * Hand the local batch to librdkafka, in order. A part is offered only when the queue
+ * has room for all of it by count; should the byte limit refuse some messages anyway,
+ * they are the part's tail (nothing leaves the queue during the call) and are offered
+ * again after waiting, so one key's messages keep their order. Waiting serves delivery
+ * reports, is bounded by the producer's timeout without progress, and interruptible.
+ */
+static int
+producer_hand_over(KafkaProducer *p)
 {
-	int64_t		deadline = 0;
+	int64_t		deadline = now_ms() + p->timeout_ms;
 	int64_t		last_acked = p->acked;
+	int			first = 0;
+	int			n = p->nlocal;
+	int			i;
 
-	if (p->failed > 0)
-		return KAFKA_ERROR;
-	if (p->fatal)
-		return KAFKA_FATAL;
-	for (;;)
+	for (i = 0; i < n; i++)
 	{
-		rd_kafka_resp_err_t rc;
-
-		if (rd_kafka_produce(p->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-							 (void *) value, valuelen, key, keylen, NULL) == 0)
+		p->msgs[i].payload = p->arena + p->value_off[i];
+		p->msgs[i].key = p->arena + p->key_off[i];
+		p->msgs[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	}
+	p->nlocal = 0;
+	p->arena_len = 0;
+	while (first < n)
+	{
+		if (rd_kafka_outq_len(p->rk) + (n - first) <= p->queue_max)
 		{
-			if ((++p->produced & 1023) == 0)
-				rd_kafka_poll(p->rk, 0);
-			return KAFKA_OK;
-		}
-		rc = rd_kafka_last_error();
-		if (rc != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-		{
-			producer_record(p, "could not queue Kafka message: %s", rd_kafka_err2str(rc));
-			return p->fatal ? KAFKA_FATAL : KAFKA_ERROR;
+			int			queued = rd_kafka_produce_batch(p->rkt, RD_KAFKA_PARTITION_UA,
+														RD_KAFKA_MSG_F_COPY,
+														p->msgs + first, n - first);
+
+			if (queued == n - first)
+				break;
+			for (i = first; i < n && p->msgs[i].err == RD_KAFKA_RESP_ERR_NO_ERROR; i++)
+				;
+			first = i;
+			for (; i < n; i++)
+				if (p->msgs[i].err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+				{
+					producer_record(p, "could not queue Kafka message: %s",
+									rd_kafka_err2str(p->msgs[i].err));
+					return p->fatal ? KAFKA_FATAL : KAFKA_ERROR;
+				}
 		}
 
-		/* queue full: serve delivery reports until there is room */
-		if (deadline == 0 || p->acked != last_acked)
+		/* no room: serve delivery reports until there is */
+		if (p->acked != last_acked)
 		{
 			deadline = now_ms() + p->timeout_ms;
 			last_acked = p->acked;
@@ -455,12 +498,58 @@ KafkaProduce(KafkaProducer *p, const char *key, size_t keylen,
 			return KAFKA_TIMEOUT;
 		}
 	}
+	rd_kafka_poll(p->rk, 0);
+	return KAFKA_OK;
+}
+
+/* Add one message to the local batch, handing the batch over when it is full. */
+int
+KafkaProduce(KafkaProducer *p, const char *key, size_t keylen,
+			 const char *value, size_t valuelen)
+{
+	rd_kafka_message_t *m;
+
+	if (p->failed > 0)
+		return KAFKA_ERROR;
+	if (p->fatal)
+		return KAFKA_FATAL;
+	if (p->arena_len + keylen + valuelen > p->arena_cap)
+	{
+		size_t		cap = p->arena_cap ? p->arena_cap : 256 * 1024;
+		char	   *a;
+
+		while (cap < p->arena_len + keylen + valuelen)
+			cap *= 2;
+		a = realloc(p->arena, cap);
+		if (a == NULL)
+		{
+			producer_record(p, "out of memory queueing a Kafka message");
+			return KAFKA_ERROR;
+		}
+		p->arena = a;
+		p->arena_cap = cap;
+	}
+	m = &p->msgs[p->nlocal];
+	memset(m, 0, sizeof(*m));
+	p->key_off[p->nlocal] = p->arena_len;
+	memcpy(p->arena + p->arena_len, key, keylen);
+	p->arena_len += keylen;
+	m->key_len = keylen;
+	p->value_off[p->nlocal] = p->arena_len;
+	memcpy(p->arena + p->arena_len, value, valuelen);
+	p->arena_len += valuelen;
+	m->len = valuelen;
+	if (++p->nlocal == p->batch_max)
+		return producer_hand_over(p);
+	return KAFKA_OK;
 }
 
 /* Serve delivery reports without blocking. */
 void
 KafkaProducerPoll(KafkaProducer *p)
 {
+	if (p->nlocal > 0 && p->failed == 0 && !p->fatal)
+		(void) producer_hand_over(p);	/* an error is recorded for the next call */
 	rd_kafka_poll(p->rk, 0);
 }
 
@@ -470,6 +559,17 @@ KafkaProducerFlush(KafkaProducer *p, int timeout_ms)
 {
 	int64_t		deadline = now_ms() + (timeout_ms < 0 ? p->timeout_ms : timeout_ms);
 
+	if (p->nlocal > 0)
+	{
+		int			rc;
+
+		if (p->failed > 0)
+			return KAFKA_ERROR;
+		if (p->fatal)
+			return KAFKA_FATAL;
+		if ((rc = producer_hand_over(p)) != KAFKA_OK)
+			return rc;
+	}
 	for (;;)
 	{
 		rd_kafka_resp_err_t rc = rd_kafka_flush(p->rk, KAFKA_INTERRUPT_POLL_MS);
@@ -543,6 +643,8 @@ KafkaCommitTransaction(KafkaProducer *p)
 int
 KafkaAbortTransaction(KafkaProducer *p)
 {
+	p->nlocal = 0;				/* never handed over: nothing to abort of them */
+	p->arena_len = 0;
 	return producer_txn_result(p, rd_kafka_abort_transaction(p->rk, p->timeout_ms),
 							   "abort");
 }
@@ -562,7 +664,7 @@ KafkaProducerFailed(const KafkaProducer *p)
 int64_t
 KafkaProducerInFlight(const KafkaProducer *p)
 {
-	return rd_kafka_outq_len(p->rk);
+	return rd_kafka_outq_len(p->rk) + p->nlocal;
 }
 
 /* Reset counters and the recorded error. */
@@ -586,6 +688,7 @@ KafkaProducerFree(KafkaProducer *p)
 {
 	if (p == NULL)
 		return;
+	free(p->arena);
 	if (p->rk)
 	{
 		rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);

@@ -90,15 +90,20 @@ extern KafkaProducer *KafkaProducerNew(const KafkaProducerOptions *opts,
 									   char *err, size_t errlen);
 
 /*
- * Queue one message (key and value are copied).  When the local queue is full, serve
- * delivery reports until there is room, at most timeout_ms without progress.  Returns
+ * Queue one message (key and value are copied).  Messages are handed to librdkafka
+ * in order, 1024 at a time (and by KafkaProducerPoll, KafkaProducerFlush and
+ * KafkaCommitTransaction); when librdkafka's queue is full, delivery reports are
+ * served until there is room, at most timeout_ms without progress.  Returns
  * KAFKA_OK, or a negative code when the producer has failed (a delivery failed, a
  * fatal error, timeout, interrupt): stop producing and call KafkaProducerError.
  */
 extern int	KafkaProduce(KafkaProducer *p, const char *key, size_t keylen,
 						 const char *value, size_t valuelen);
 
-/* Serve delivery reports without blocking (call now and then while producing). */
+/*
+ * Hand over the messages collected so far and serve delivery reports, without
+ * blocking (call now and then while producing).
+ */
 extern void KafkaProducerPoll(KafkaProducer *p);
 
 /*
