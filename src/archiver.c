@@ -856,7 +856,6 @@ batch_flush(Batch *b, int64 next_offset)
 {
 	char		err[1024];
 	char	   *key = NULL;
-	const char *data = NULL;
 	size_t		len = 0;
 
 	if (b->first < 0)
@@ -865,21 +864,31 @@ batch_flush(Batch *b, int64 next_offset)
 		next_offset = b->last + 1;
 	if (b->events > 0)
 	{
+		S3Buffer	object;
+		bool		stored;
+
 		if (b->stage.len > 0)
 		{
 			if (S3GzipWrite(b->gz, b->stage.data, b->stage.len) != 0)
 				ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
 			resetStringInfo(&b->stage);
 		}
-		if (S3GzipFinish(b->gz) != 0)
+
+		/*
+		 * Finish a copy of the stream: when the PUT fails, the batch stays open and
+		 * takes more events until the store is back.
+		 */
+		if (S3GzipFinishCopy(b->gz, &object) != 0)
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
-		data = S3GzipOutput(b->gz)->data;
-		len = S3GzipOutput(b->gz)->len;
+		len = object.len;
 		key = object_key(topic, b->partition, b->first);
 		pgstat_report_activity(STATE_RUNNING, "writing an archive object");
 		fault_point("before_put");
-		if (!store_put(key, data, len, err, sizeof(err)))
+		stored = store_put(key, object.data, object.len, err, sizeof(err));
+		S3BufferFree(&object);
+		if (!stored)
 		{
+			pfree(key);
 			pgstat_report_activity(STATE_IDLE, NULL);
 			store_state(false, err);
 			return false;
@@ -1134,29 +1143,44 @@ assign_all(KafkaConsumer *c)
 {
 	int32	   *parts = palloc(sizeof(int32) * Max(nbatches, 1));
 	int64	   *offs = palloc(sizeof(int64) * Max(nbatches, 1));
-	char		err[512];
+	char		err[512] = "";
 	int			i;
 
+	/*
+	 * Each partition resumes where its batch ends (or at its committed offset when
+	 * empty): a re-assignment after a retention gap must not deliver again the events
+	 * other partitions' batches already hold.
+	 */
 	for (i = 0; i < nbatches; i++)
 	{
 		parts[i] = batches[i].partition;
-		offs[i] = batches[i].committed;
+		offs[i] = kafka_position(c, &batches[i]);
 	}
 	if (KafkaConsumerAssign(c, nbatches, parts, offs, err, sizeof(err)) != KAFKA_OK)
 	{
 		log_state(false, err);
+		pfree(parts);
+		pfree(offs);
 		return false;
 	}
 	if (watermarks == NULL && nbatches > 0)
 	{
-		watermarks = ArchiveWatermarksStart(recsys_kafka_brokers, GucKafkaProperties(), topic,
+		char	   *props = GucKafkaProperties();
+
+		watermarks = ArchiveWatermarksStart(recsys_kafka_brokers, props, topic,
 											nbatches, parts, 250, err, sizeof(err));
+		explicit_bzero(props, strlen(props));
+		pfree(props);
 		if (watermarks == NULL)
 		{
 			log_state(false, err);
+			pfree(parts);
+			pfree(offs);
 			return false;
 		}
 	}
+	pfree(parts);
+	pfree(offs);
 	return true;
 }
 
@@ -1247,6 +1271,7 @@ kafka_loop(void)
 			if (c == NULL)
 			{
 				char	   *props;
+				char	   *user_props;
 
 				if (now < connect_at)
 				{
@@ -1261,12 +1286,17 @@ kafka_loop(void)
 				 * (200 MB with 4 MB fetches); the prefetch queue is capped at 32 MB.
 				 * recsys.kafka_properties come after, so they win.
 				 */
+				user_props = GucKafkaProperties();
 				props = psprintf("max.partition.fetch.bytes=16777216,fetch.max.bytes=67108864,"
 								 "queued.max.messages.kbytes=32768,fetch.wait.max.ms=100\n%s",
-								 GucKafkaProperties());
+								 user_props);
 
 				c = KafkaConsumerNew(recsys_kafka_brokers, props, topic, NULL,
 									 archiver_interrupt, NULL, err, sizeof(err));
+				/* the list may carry kafka.* secrets: wipe both copies */
+				explicit_bzero(user_props, strlen(user_props));
+				explicit_bzero(props, strlen(props));
+				pfree(user_props);
 				pfree(props);
 				if (c == NULL)
 				{
@@ -1316,6 +1346,8 @@ kafka_loop(void)
 					offsets = load_offsets();
 					for (i = 0; i < nbatches; i++)
 						MemoryContextDelete(batches[i].ctx);
+					if (batches)
+						pfree(batches);
 					ArchiveWatermarksStop(watermarks);
 					watermarks = NULL;
 					batches = MemoryContextAllocZero(TopMemoryContext, sizeof(Batch) * Max(mine, 1));
@@ -1323,9 +1355,16 @@ kafka_loop(void)
 					for (i = 0; i < nparts; i++)
 						if (i % recsys_archiver_workers == MyIndex)
 							batch_init(&batches[k++], i, offset_of(offsets, i));
+					list_free_deep(offsets);
 					if (!assign_all(c))
 					{
+						/* retried after a pause, from scratch */
+						for (i = 0; i < nbatches; i++)
+							MemoryContextDelete(batches[i].ctx);
+						pfree(batches);
+						batches = NULL;
 						nbatches = 0;
+						sleep_ms(500);
 						continue;
 					}
 					if (nbatches > 0)
@@ -1707,6 +1746,8 @@ query_int8(const char *sql)
 	if (SPI_execute(sql, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "recsys: query failed: %s", sql);
 	v = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	/* sync polls this every few milliseconds: free each result */
+	SPI_freetuptable(SPI_tuptable);
 	return isnull ? -1 : v;
 }
 

@@ -134,6 +134,7 @@ health_s3(HealthRow *row)
 {
 	S3Config	cfg;
 	char		err[1024] = "";
+	int			rc;
 
 	if (!RecsysS3Configured())
 	{
@@ -150,8 +151,9 @@ health_s3(HealthRow *row)
 	cfg.endpoint = recsys_s3_endpoint;
 	cfg.bucket = recsys_s3_bucket;
 	cfg.region = recsys_s3_region;
-	cfg.access_key = SecretGet("s3_access_key");
-	cfg.secret_key = SecretGet("s3_secret_key");
+	/* copies: reading one secret may reload the file and free the other */
+	cfg.access_key = SecretGet("s3_access_key") ? pstrdup(SecretGet("s3_access_key")) : NULL;
+	cfg.secret_key = SecretGet("s3_secret_key") ? pstrdup(SecretGet("s3_secret_key")) : NULL;
 	cfg.timeout_ms = recsys_s3_timeout_ms;
 	if (cfg.access_key == NULL || cfg.secret_key == NULL)
 	{
@@ -159,7 +161,9 @@ health_s3(HealthRow *row)
 				 "no S3 credentials: set s3_access_key and s3_secret_key in recsys.secrets_file");
 		return;
 	}
-	if (S3CheckBucket(&cfg, err, sizeof(err)) != 0)
+	rc = S3CheckBucket(&cfg, err, sizeof(err));
+	explicit_bzero(unconstify(char *, cfg.secret_key), strlen(cfg.secret_key));
+	if (rc != 0)
 		snprintf(row->detail, sizeof(row->detail), "bucket \"%s\" at %s: %s",
 				 recsys_s3_bucket, recsys_s3_endpoint, err);
 	else

@@ -241,15 +241,21 @@ static KafkaProducer *
 relay_producer(const char *txnid, char *err, size_t errlen)
 {
 	KafkaProducerOptions o;
+	KafkaProducer *p;
+	char	   *props = GucKafkaProperties();
 
 	memset(&o, 0, sizeof(o));
 	o.brokers = recsys_kafka_brokers;
-	o.properties = GucKafkaProperties();
+	o.properties = props;
 	o.topic = recsys_kafka_topic;
 	o.timeout_ms = recsys_kafka_timeout_ms;
 	o.interrupt = relay_interrupt;
 	o.transactional_id = txnid;
-	return KafkaProducerNew(&o, err, errlen);
+	p = KafkaProducerNew(&o, err, errlen);
+	/* the list may carry kafka.* secrets */
+	explicit_bzero(props, strlen(props));
+	pfree(props);
+	return p;
 }
 
 /* Send a batch to Kafka, then delete it; false (rows kept) when Kafka failed. */

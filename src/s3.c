@@ -1118,6 +1118,44 @@ S3GzipFinish(S3GzipWriter *w)
 	return 0;
 }
 
+/*
+ * Finish a copy of the stream into *out (malloc'd; free with S3BufferFree), leaving
+ * the writer open: a caller whose upload of the result fails can go on writing.
+ */
+int
+S3GzipFinishCopy(S3GzipWriter *w, S3Buffer *out)
+{
+	S3GzipWriter copy;
+	int			rc;
+
+	memset(out, 0, sizeof(*out));
+	if (w->finished)
+		return -1;
+	memset(&copy, 0, sizeof(copy));
+	if (deflateCopy(&copy.zs, &w->zs) != Z_OK)
+		return -1;
+	copy.out.cap = w->out.len + 65536 + 1;
+	copy.out.data = malloc(copy.out.cap);
+	if (copy.out.data == NULL)
+	{
+		deflateEnd(&copy.zs);
+		return -1;
+	}
+	memcpy(copy.out.data, w->out.data, w->out.len);
+	copy.out.len = w->out.len;
+	copy.zs.next_in = NULL;
+	copy.zs.avail_in = 0;
+	rc = s3_gzip_run(&copy, Z_FINISH);
+	deflateEnd(&copy.zs);
+	if (rc != 0)
+	{
+		S3BufferFree(&copy.out);
+		return -1;
+	}
+	*out = copy.out;
+	return 0;
+}
+
 S3Buffer *
 S3GzipOutput(S3GzipWriter *w)
 {

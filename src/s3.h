@@ -107,6 +107,12 @@ extern int	S3GzipWrite(S3GzipWriter *w, const void *data, size_t len);
 /* Finish the stream; the compressed bytes stay in *S3GzipOutput(w) until S3GzipFree. */
 extern int	S3GzipFinish(S3GzipWriter *w);
 extern S3Buffer *S3GzipOutput(S3GzipWriter *w);
+/*
+ * Finish a copy of the stream into *out (free it with S3BufferFree), leaving the
+ * writer open for more input: for an upload that may fail and be tried again later
+ * with more data.  0, or -1 when out of memory.
+ */
+extern int	S3GzipFinishCopy(S3GzipWriter *w, S3Buffer *out);
 /* Uncompressed bytes written so far. */
 extern size_t S3GzipInputBytes(const S3GzipWriter *w);
 extern void S3GzipFree(S3GzipWriter *w);
