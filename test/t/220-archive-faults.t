@@ -2,7 +2,9 @@
 # 220-archive-faults.t: the archiver under faults.
 #
 # - MinIO down: nothing advances, status says so, the log has one line for the outage
-#   (not one per retry), and everything is archived by itself once MinIO is back.
+#   (not one per retry), and everything is archived by itself once MinIO is back. The
+#   backlog is larger than archive_flush_events, so full batches meet the failed PUT:
+#   the worker keeps them open and keeps running (no restart loop).
 # - Kafka down and back: the worker reconnects and archives what comes next.
 # - Retention: offsets deleted from the log before they were archived are recorded in
 #   recsys.archive_gaps, with a WARNING and in recsys.status; the rest is archived.
@@ -31,10 +33,15 @@ gen_events 1 1000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/produc
 psql_val "SELECT recsys_archive_sync('30 s')" >/dev/null
 offsets_before=$(psql_val "SELECT string_agg(next_offset::text, ',' ORDER BY partition) FROM recsys.archive_offsets WHERE topic = '$T'")
 objects_before=$(psql_val "SELECT count(*) FROM recsys.archive_manifest WHERE topic = '$T'")
+set_conf recsys.archive_flush_events 500
+sleep 1
+pid_before=$(archiver_pids)
 log_start=$(wc -c <"$PGLOG")
 "$STACK" stop minio >/dev/null
 gen_events 1001 3000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/produced"
 sleep 8
+is "$(archiver_pids)" "$pid_before" "MinIO down with a backlog over archive_flush_events: the worker keeps running"
+is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'recsys archiver.*ERROR\|ERROR.*compressing')" 0 "MinIO down with a backlog: no error in the log"
 is "$(status store)" "unavailable (retrying)" "MinIO down: status store unavailable"
 like "$(status last_error)" "S3 PUT recsys/events/topic=$T/.*(connect|Connection)" "MinIO down: last_error names the PUT and the cause"
 is "$(psql_val "SELECT string_agg(next_offset::text, ',' ORDER BY partition) FROM recsys.archive_offsets WHERE topic = '$T'")" "$offsets_before" "MinIO down: no offset advanced"
@@ -45,6 +52,7 @@ like "$err" 'Last archiver error: S3 PUT' "MinIO down: the timeout error says wh
 is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'cannot write to the archive')" 1 "MinIO down: logged once, not per retry"
 "$STACK" start minio >/dev/null
 psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
+reset_conf recsys.archive_flush_events
 is "$(status store)" ok "MinIO back: status ok"
 is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'can write to the archive again')" 1 "MinIO back: logged once"
 check "MinIO outage"
