@@ -75,6 +75,19 @@ archive_lines() {
     "$S3_TOOL" catall "events/topic=$1/" | LC_ALL=C sort
 }
 
+# check_archive TOPIC EXPECTED NAME: the topic's archive holds exactly the sorted event
+# lines of the file EXPECTED, each once, in objects whose offset ranges do not overlap.
+check_archive() {
+    local got
+    got=$(mktemp)
+    archive_lines "$1" >"$got"
+    if cmp -s "$2" "$got"; then ok 0 "$3: every event archived exactly once ($(wc -l <"$2"))"
+    else ok 1 "$3: every event archived exactly once"
+        diag "expected $(wc -l <"$2"), archived $(wc -l <"$got"), distinct $(uniq "$got" | wc -l)"; fi
+    rm -f "$got"
+    is "$(manifest_overlaps "$1")" 0 "$3: no overlapping ranges"
+}
+
 # manifest_overlaps TOPIC: pairs of manifest rows whose offset ranges overlap.
 manifest_overlaps() {
     psql -X -qtA -c "SELECT count(*) FROM recsys.archive_manifest a JOIN recsys.archive_manifest b

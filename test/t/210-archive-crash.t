@@ -20,11 +20,7 @@ set_conf recsys.archive_flush_interval '500ms'
 # check NAME: the archive equals what was produced, exactly once.
 check() {
     cut -d'|' -f2- "$tmp/produced" | LC_ALL=C sort >"$tmp/expected"
-    archive_lines "$T" >"$tmp/archived"
-    if cmp -s "$tmp/expected" "$tmp/archived"; then ok 0 "$1: every event archived exactly once ($(wc -l <"$tmp/expected"))"
-    else ok 1 "$1: every event archived exactly once"
-        diag "expected $(wc -l <"$tmp/expected"), archived $(wc -l <"$tmp/archived"), distinct $(uniq "$tmp/archived" | wc -l)"; fi
-    is "$(manifest_overlaps "$T")" 0 "$1: no overlapping ranges"
+    check_archive "$T" "$tmp/expected" "$1"
     is "$("$S3_TOOL" list "events/topic=$T/" | wc -l | tr -d ' ')" \
         "$(psql_val "SELECT count(*) FROM recsys.archive_manifest WHERE topic = '$T'")" "$1: no object outside the manifest"
 }
