@@ -939,6 +939,8 @@ commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* a background worker reports its table statistics itself (at most once a second) */
+	pgstat_report_stat(false);
 }
 
 /*
@@ -1632,6 +1634,8 @@ queue_flush(int limit)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* let autovacuum see the queue's dead rows while the worker runs */
+	pgstat_report_stat(false);
 	fault_point("after_commit");
 	pgstat_report_activity(STATE_IDLE, NULL);
 

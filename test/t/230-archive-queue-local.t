@@ -22,6 +22,7 @@ wait_for 30 bash -c "[ \"\$(psql -X -qtA -c \"SELECT value FROM recsys.status WH
 ok $? "the archiver switched to the queue table and the local directory"
 
 t0=$(psql_val "SELECT now()")
+deleted_before=$(psql_val "SELECT coalesce(sum(n_tup_del), 0) FROM pg_stat_user_tables WHERE schemaname = 'recsys' AND relname = 'event_queue'")
 before=$(psql_val "SELECT coalesce(sum(events), 0) FROM recsys.archive_manifest WHERE topic = 'queue'")
 gen_events 1 5000 >"$tmp/events"
 # rows already waiting in the queue (valid events) are archived with these
@@ -31,6 +32,12 @@ pending=$(wc -l <"$tmp/pending")
 psql -X -q -c "\\copy recsys.event_queue (key, value) FROM '$tmp/rows' WITH (FORMAT csv, DELIMITER '|', QUOTE e'\\x01')"
 psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
 is "$(psql_val "SELECT count(*) FROM recsys.event_queue")" 0 "the queue is drained"
+# the worker reports its statistics while it runs, so autovacuum sees the dead rows
+queue_deletes_reported() {
+    [ "$(psql -X -qtA -c "SELECT coalesce(sum(n_tup_del), 0) - $deleted_before >= 5002 FROM pg_stat_user_tables WHERE schemaname = 'recsys' AND relname = 'event_queue'")" = t ]
+}
+wait_for 15 queue_deletes_reported
+ok $? "the archiver's deletes from the queue reach the table statistics while it runs"
 is "$(psql_val "SELECT sum(events) - $before - $pending FROM recsys.archive_manifest WHERE topic = 'queue'")" 5000 "manifest: 5000 more events of topic queue"
 is "$(psql_val "SELECT count(*) FROM recsys.archive_manifest WHERE topic = 'queue' AND archived_at >= '$t0' AND storage <> 'local'")" 0 "storage local"
 is "$(find "$D" -type f -name '*.ndjson.gz' | wc -l | tr -d ' ')" "$(psql_val "SELECT count(*) FROM recsys.archive_manifest WHERE topic = 'queue' AND archived_at >= '$t0'")" "one file per manifest row"
