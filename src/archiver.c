@@ -52,6 +52,7 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "common/file_perm.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -638,31 +639,24 @@ local_put(const char *key, const char *data, size_t len, char *err, size_t errle
 	char	   *path = psprintf("%s/%s", local_dir, key);
 	char	   *tmp = psprintf("%s.tmp%d", path, MyProcPid);
 	char	   *slash;
-	char	   *p;
 	int			fd;
 	size_t		done = 0;
+	bool		ok = false;
 
-	/* make the directories, one component at a time */
-	for (p = path + strlen(local_dir) + 1; (slash = strchr(p, '/')) != NULL; p = slash + 1)
+	/* make the object's directory and every missing parent (archive_dir too) */
+	slash = strrchr(path, '/');
+	*slash = '\0';
+	if (pg_mkdir_p(path, pg_dir_create_mode) != 0)
 	{
-		*slash = '\0';
-		if (mkdir(path, S_IRWXU) != 0 && errno != EEXIST)
-		{
-			snprintf(err, errlen, "could not create directory \"%s\": %m", path);
-			return false;
-		}
-		*slash = '/';
+		snprintf(err, errlen, "could not create directory \"%s\": %m", path);
+		goto out;
 	}
-	if (mkdir(local_dir, S_IRWXU) != 0 && errno != EEXIST)
-	{
-		snprintf(err, errlen, "could not create directory \"%s\": %m", local_dir);
-		return false;
-	}
+	*slash = '/';
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, S_IRUSR | S_IWUSR);
 	if (fd < 0)
 	{
 		snprintf(err, errlen, "could not create file \"%s\": %m", tmp);
-		return false;
+		goto out;
 	}
 	while (done < len)
 	{
@@ -675,7 +669,7 @@ local_put(const char *key, const char *data, size_t len, char *err, size_t errle
 			snprintf(err, errlen, "could not write file \"%s\": %m", tmp);
 			close(fd);
 			unlink(tmp);
-			return false;
+			goto out;
 		}
 		done += n;
 	}
@@ -683,15 +677,14 @@ local_put(const char *key, const char *data, size_t len, char *err, size_t errle
 	{
 		snprintf(err, errlen, "could not fsync file \"%s\": %m", tmp);
 		unlink(tmp);
-		return false;
+		goto out;
 	}
 	if (rename(tmp, path) != 0)
 	{
 		snprintf(err, errlen, "could not rename \"%s\": %m", tmp);
 		unlink(tmp);
-		return false;
+		goto out;
 	}
-	slash = strrchr(path, '/');
 	*slash = '\0';
 	fd = open(path, O_RDONLY);
 	if (fd < 0 || fsync(fd) != 0)
@@ -699,12 +692,15 @@ local_put(const char *key, const char *data, size_t len, char *err, size_t errle
 		snprintf(err, errlen, "could not fsync directory \"%s\": %m", path);
 		if (fd >= 0)
 			close(fd);
-		return false;
+		goto out;
 	}
 	close(fd);
+	ok = true;
+
+out:
 	pfree(path);
 	pfree(tmp);
-	return true;
+	return ok;
 }
 
 /*

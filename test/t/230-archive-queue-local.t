@@ -11,9 +11,9 @@ source "$(dirname "$0")/2-archive-lib.bash"
 trap restore_defaults EXIT
 tmp=$(mktemp -d)
 chmod 0755 "$tmp"
-D=$tmp/archive
-mkdir "$D"
-chown "$(stat -c %U "$PGDATA_DIR")" "$D"
+# archive_dir does not exist yet, nor its parent: the archiver makes them
+chown "$(stat -c %U "$PGDATA_DIR")" "$tmp"
+D=$tmp/archive/recsys
 
 psql -X -qtA -c "ALTER SYSTEM SET recsys.kafka_brokers = ''" -c "ALTER SYSTEM SET recsys.s3_endpoint = ''" \
     -c "ALTER SYSTEM SET recsys.archive_dir = '$D'" -c "ALTER SYSTEM SET recsys.archive_flush_interval = '300ms'" \
