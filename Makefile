@@ -5,7 +5,12 @@ MODULE_big = recsys
 OBJS = src/recsys.o src/guc.o src/secrets.o src/libutil.o src/health.o src/redis.o src/http.o src/kafka.o src/s3.o src/ingest.o src/archiver.o src/eventjson.o src/archive_watermarks.o src/csvreader.o src/ingest_event.o src/ingest_worker.o src/outbox.o
 
 EXTENSION = recsys
-DATA_built = sql/recsys--0.1.0.sql
+EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" recsys.control)
+# The current version's install script is built from sql/install/ (below); every
+# released version's script is frozen as it shipped, beside the upgrade scripts
+# recsys--A--B.sql, so that an upgrade test installs exactly what users have.
+DATA_built = sql/recsys--$(EXTVERSION).sql
+DATA = $(filter-out sql/recsys--$(EXTVERSION).sql,$(wildcard sql/recsys--*.sql))
 
 REGRESS = install settings health secrets ingest
 REGRESS_OPTS = --load-extension=recsys
@@ -19,14 +24,14 @@ PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers -Wno-cast-function-type
 SHLIB_LINK = -lcsv -ljansson -lxml2 -lz -lcurl -lcrypto -lrdkafka -lhiredis -lpthread
 
-EXTRA_CLEAN = sql/recsys--0.1.0.sql
+EXTRA_CLEAN = sql/recsys--$(EXTVERSION).sql
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # The install script is built from one file per concern, in name order.
-sql/recsys--0.1.0.sql: $(sort $(wildcard sql/install/*.sql))
-	cat $^ > $@
+sql/recsys--$(EXTVERSION).sql: $(sort $(wildcard sql/install/*.sql)) recsys.control
+	cat $(filter %.sql,$^) > $@
 
 
 # The full suite: pg_regress and the integration tests against test/stack.sh.
