@@ -70,6 +70,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "archive_store.h"
 #include "archiver.h"
 #include "eventjson.h"
 #include "guc.h"
@@ -86,7 +87,7 @@
 #define ARCHIVER_RETRY_MIN_MS		500
 #define ARCHIVER_RETRY_MAX_MS		10000
 #define ARCHIVER_TICK_MS			1000	/* watermarks, idle offsets, status */
-#define QUEUE_TOPIC					"queue"
+#define QUEUE_TOPIC					ARCHIVE_QUEUE_TOPIC
 
 /* Per-partition state in shared memory. */
 typedef struct ArchiverPartition
@@ -158,11 +159,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static int	MyIndex = -1;
 static volatile sig_atomic_t got_sigterm = false;
 static TimestampTz shutdown_deadline = 0;
-static S3Config s3cfg;
-static char *s3_access = NULL;
-static char *s3_secret = NULL;
-static char *local_dir = NULL;
-static bool use_s3 = false;
+static ArchiveStore *store = NULL;
 static bool store_down = false;
 static TimestampTz store_retry_at = 0;
 static int	store_backoff_ms = 0;
@@ -195,9 +192,6 @@ static void batch_add(Batch *b, int64 offset, int64 queue_id, const char *key, s
 					  const char *value, size_t len);
 static bool batch_flush(Batch *b, int64 next_offset);
 static bool flush_all(KafkaConsumer *c);
-static bool store_put(const char *key, const char *data, size_t len, char *err, size_t errlen);
-static bool local_put(const char *key, const char *data, size_t len, char *err, size_t errlen);
-static char *object_key(const char *t, int32 partition, int64 first);
 static void set_error(const char *msg);
 static void store_state(bool ok, const char *err);
 static void log_state(bool ok, const char *err);
@@ -336,48 +330,15 @@ static void
 load_settings(void)
 {
 	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	const char *s;
 
-	if (s3_secret)
-	{
-		explicit_bzero(s3_secret, strlen(s3_secret));
-		pfree(s3_secret);
-	}
-	if (s3_access)
-		pfree(s3_access);
-	if (local_dir)
-		pfree(local_dir);
-	s3_access = s3_secret = local_dir = NULL;
-
-	use_s3 = RecsysS3Configured();
-	memset(&s3cfg, 0, sizeof(s3cfg));
-	if (use_s3)
-	{
-		s = SecretGet("s3_access_key");
-		s3_access = pstrdup(s ? s : "");
-		s = SecretGet("s3_secret_key");
-		s3_secret = pstrdup(s ? s : "");
-		s3cfg.endpoint = recsys_s3_endpoint;
-		s3cfg.bucket = recsys_s3_bucket;
-		s3cfg.region = recsys_s3_region;
-		s3cfg.access_key = s3_access;
-		s3cfg.secret_key = s3_secret;
-		s3cfg.timeout_ms = recsys_s3_timeout_ms;
-		s3cfg.max_retries = 2;
-		s3cfg.interrupt = archiver_interrupt;
-	}
-	else
-		local_dir = GucArchiveDir();
+	ArchiveStoreClose(store);
+	store = ArchiveStoreOpen(archiver_interrupt, NULL, 2);
 	MemoryContextSwitchTo(old);
 
 	if (Shared)
 	{
 		SpinLockAcquire(&Shared->mutex);
-		if (use_s3)
-			snprintf(Shared->storage, sizeof(Shared->storage), "s3://%s (%s)",
-					 recsys_s3_bucket, recsys_s3_endpoint);
-		else
-			snprintf(Shared->storage, sizeof(Shared->storage), "local:%s", local_dir);
+		strlcpy(Shared->storage, store->description, sizeof(Shared->storage));
 		SpinLockRelease(&Shared->mutex);
 	}
 }
@@ -605,103 +566,9 @@ log_state(bool ok, const char *err)
 }
 
 /* ---------------------------------------------------------------------------------
- * Storage
+ * Fault points
  * ---------------------------------------------------------------------------------
  */
-
-static char *
-object_key(const char *t, int32 partition, int64 first)
-{
-	return psprintf("events/topic=%s/partition=%d/%s+%d+%020lld.ndjson.gz",
-					t, partition, t, partition, (long long) first);
-}
-
-/* Store an object in S3 or the local directory. */
-static bool
-store_put(const char *key, const char *data, size_t len, char *err, size_t errlen)
-{
-	if (use_s3)
-	{
-		if (s3_access[0] == '\0' || s3_secret[0] == '\0')
-		{
-			snprintf(err, errlen, "no S3 credentials: set s3_access_key and s3_secret_key in recsys.secrets_file");
-			return false;
-		}
-		return S3Put(&s3cfg, key, data, len, "application/gzip", err, errlen) == S3_OK;
-	}
-	return local_put(key, data, len, err, errlen);
-}
-
-/* Write dir/key atomically: a temporary file, fsync, rename, fsync of the directory. */
-static bool
-local_put(const char *key, const char *data, size_t len, char *err, size_t errlen)
-{
-	char	   *path = psprintf("%s/%s", local_dir, key);
-	char	   *tmp = psprintf("%s.tmp%d", path, MyProcPid);
-	char	   *slash;
-	int			fd;
-	size_t		done = 0;
-	bool		ok = false;
-
-	/* make the object's directory and every missing parent (archive_dir too) */
-	slash = strrchr(path, '/');
-	*slash = '\0';
-	if (pg_mkdir_p(path, pg_dir_create_mode) != 0)
-	{
-		snprintf(err, errlen, "could not create directory \"%s\": %m", path);
-		goto out;
-	}
-	*slash = '/';
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, S_IRUSR | S_IWUSR);
-	if (fd < 0)
-	{
-		snprintf(err, errlen, "could not create file \"%s\": %m", tmp);
-		goto out;
-	}
-	while (done < len)
-	{
-		ssize_t		n = write(fd, data + done, len - done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-		{
-			snprintf(err, errlen, "could not write file \"%s\": %m", tmp);
-			close(fd);
-			unlink(tmp);
-			goto out;
-		}
-		done += n;
-	}
-	if (fsync(fd) != 0 || close(fd) != 0)
-	{
-		snprintf(err, errlen, "could not fsync file \"%s\": %m", tmp);
-		unlink(tmp);
-		goto out;
-	}
-	if (rename(tmp, path) != 0)
-	{
-		snprintf(err, errlen, "could not rename \"%s\": %m", tmp);
-		unlink(tmp);
-		goto out;
-	}
-	*slash = '\0';
-	fd = open(path, O_RDONLY);
-	if (fd < 0 || fsync(fd) != 0)
-	{
-		snprintf(err, errlen, "could not fsync directory \"%s\": %m", path);
-		if (fd >= 0)
-			close(fd);
-		goto out;
-	}
-	close(fd);
-	ok = true;
-
-out:
-	pfree(path);
-	pfree(tmp);
-	return ok;
-}
 
 /*
  * Test hook for the crash tests: when the file recsys_archiver_fault in the data
@@ -877,10 +744,10 @@ batch_flush(Batch *b, int64 next_offset)
 		if (S3GzipFinishCopy(b->gz, &object) != 0)
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
 		len = object.len;
-		key = object_key(topic, b->partition, b->first);
+		key = ArchiveObjectKey(topic, b->partition, b->first);
 		pgstat_report_activity(STATE_RUNNING, "writing an archive object");
 		fault_point("before_put");
-		stored = store_put(key, object.data, object.len, err, sizeof(err));
+		stored = ArchiveStorePut(store, key, object.data, object.len, err, sizeof(err)) == ARCHIVE_OK;
 		S3BufferFree(&object);
 		if (!stored)
 		{
@@ -963,7 +830,7 @@ record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 		values[5] = Int64GetDatum(b->events);
 		values[6] = Int64GetDatum(b->ndead);
 		values[7] = Int64GetDatum(bytes);
-		values[8] = CStringGetTextDatum(use_s3 ? "s3" : "local");
+		values[8] = CStringGetTextDatum(ArchiveStoreKind(store));
 		if (SPI_execute_with_args("INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
 								  " first_offset, last_offset, events, dead_letters, bytes, storage)"
 								  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1605,9 +1472,9 @@ queue_flush(int limit)
 			ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory compressing events")));
 		data = S3GzipOutput(b->gz)->data;
 		len = S3GzipOutput(b->gz)->len;
-		key = object_key(QUEUE_TOPIC, 0, b->first);
+		key = ArchiveObjectKey(QUEUE_TOPIC, 0, b->first);
 		fault_point("before_put");
-		if (!store_put(key, data, len, err, sizeof(err)))
+		if (ArchiveStorePut(store, key, data, len, err, sizeof(err)) != ARCHIVE_OK)
 		{
 			/* roll the deletion back: the rows wait for the next try */
 			SPI_finish();
