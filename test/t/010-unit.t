@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Unit tests of the library wrappers (no PostgreSQL inside): the CSV reader, the row
-# validator and the event parser under valgrind (any error or definite leak fails),
+# Unit tests of the library wrappers (no PostgreSQL inside): the CSV reader, the
+# neighbour kernel, the row validator and the event parser under valgrind (any error
+# or definite leak fails),
 # the S3 client against the stack's MinIO, the Kafka client against the stack's broker.
 # Each program prints TAP; its lines are counted here, prefixed with its name.
 source "$(dirname "$0")/../lib.sh"
@@ -29,6 +30,7 @@ unit() {
 
 VG=(valgrind --quiet --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite)
 unit csvreader "${VG[@]}" "$BIN/csv_test"
+unit neighbors "${VG[@]}" "$BIN/neighbors_test"
 unit ingest_event "${VG[@]}" "$BIN/event_test"
 unit eventjson "${VG[@]}" "$BIN/eventjson_test"
 

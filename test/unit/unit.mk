@@ -9,7 +9,8 @@ LDLIBS = -lcurl -lxml2 -lz -lcrypto -ljansson -lpthread
 
 HERE := $(dir $(lastword $(MAKEFILE_LIST)))
 PROGRAMS = $(HERE)bin/s3_test $(HERE)bin/s3_tool $(HERE)bin/eventjson_test \
-	$(HERE)bin/csv_test $(HERE)bin/event_test $(HERE)bin/kafka_test
+	$(HERE)bin/csv_test $(HERE)bin/event_test $(HERE)bin/kafka_test \
+	$(HERE)bin/neighbors_test
 
 all: $(PROGRAMS)
 
@@ -44,3 +45,8 @@ $(HERE)bin/event_test: $(HERE)tap.h $(HERE)event_test.c $(HERE)../../src/ingest_
 $(HERE)bin/kafka_test: $(HERE)tap.h $(HERE)kafka_test.c $(HERE)../../src/kafka.c $(HERE)../../src/kafka.h $(HERE)../../src/libutil.c
 	mkdir -p $(HERE)bin
 	$(CC) $(CFLAGS) -o $@ $(HERE)kafka_test.c $(HERE)../../src/kafka.c $(HERE)../../src/libutil.c -lrdkafka -lpthread
+
+# The item-neighbour kernel of the aggregation stage (plain C and pthreads).
+$(HERE)bin/neighbors_test: $(HERE)tap.h $(HERE)neighbors_test.c $(HERE)../../src/neighbors_kernel.c $(HERE)../../src/neighbors_kernel.h $(HERE)../../src/libutil.c
+	mkdir -p $(HERE)bin
+	$(CC) $(CFLAGS) -o $@ $(HERE)neighbors_test.c $(HERE)../../src/neighbors_kernel.c $(HERE)../../src/libutil.c -lpthread -lm
