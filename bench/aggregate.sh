@@ -24,18 +24,25 @@
 #   5. at sizes up to $BENCH_REBUILD_MAX (default 1000000) only:
 #      SELECT * FROM recsys_aggregate(rebuild => true), timed and sampled;
 # and print one line per size, then a markdown table for BENCHMARKS.md with each
-# aggregate's seconds over COPY's seconds.  recsys.aggregate_progress is logged every
-# second to $BENCH_DIR/movielens-ROWS/progress-{full,incremental,rebuild}.log.
+# aggregate's seconds over COPY's seconds.  On stderr: the data set's shape, each
+# step's detail (the function's own result row, the calling session's RssAnon too),
+# and warnings when a count is off (events read by each aggregate against the files'
+# rows; recsys.ratings against base + increment, every rating being a new user-movie
+# pair).  recsys.aggregate_progress is logged every second to
+# $BENCH_DIR/movielens-ROWS/progress-{full,incremental,rebuild}.log.  Without
+# recsys_aggregate() installed, every other step still runs and is timed.
 #
 # A clean database per size: the archive (MinIO objects, Kafka topic, manifest) must be
 # empty too, so before each size the script STOPS THE STACK OF $RECSYS_STACK_DIR,
 # DELETES THAT DIRECTORY and starts a new stack there (test/stack.sh down; rm -rf;
 # up), then evaluates `test/stack.sh env` again.  It refuses a RECSYS_STACK_DIR that is
 # not a stack's directory.  BENCH_RESET=0 keeps the stack as it is (one size on a
-# stack you just made; the figures then include whatever it held).
+# stack you just made; the figures then include whatever it held).  The last size's
+# stack is left running, its data in place.
 # Run as root (or as the server's OS user) so /proc of the server's processes is
 # readable.  Tunables: BENCH_DIR (/tmp/recsys-bench), BENCH_SEED (1), BENCH_REBUILD_MAX,
-# BENCH_WORKER_TYPE (the backend_type sampled; 'recsys aggregate').
+# BENCH_WORKER_TYPE (the backend_type sampled; 'recsys aggregate'), BENCH_SETTLE (seconds
+# of rest after a fresh stack starts; 10).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,6 +51,7 @@ BENCH_DIR=${BENCH_DIR:-/tmp/recsys-bench}
 SEED=${BENCH_SEED:-1}
 REBUILD_MAX=${BENCH_REBUILD_MAX:-1000000}
 RESET=${BENCH_RESET:-1}
+SETTLE=${BENCH_SETTLE:-10}
 WORKER_TYPE=${BENCH_WORKER_TYPE:-recsys aggregate}
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(1000000 25000000)
@@ -92,6 +100,7 @@ fresh_stack() {
         sleep 2
     done
     eval "$("$REPO/test/stack.sh" env)"
+    sleep "$SETTLE" # let the new JVM and the workers finish starting
 }
 
 # sample_memory OUTFILE PROGRESSLOG: follow the aggregating worker(s) and the timed
@@ -111,13 +120,17 @@ sample_memory() {
                     >>"$progress" 2>/dev/null || true
             fi
         fi
-        local p pid worker h a
+        local p pid worker h a key val
         for p in $pids; do
             pid=${p%%:*} worker=${p##*:}
-            [ -r "/proc/$pid/status" ] || continue
-            h=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-            a=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
-            h=${h:-0} a=${a:-0}
+            h=0 a=0
+            # read in the shell itself: no process forked per sample
+            while read -r key val _; do
+                case $key in
+                    VmHWM:) h=$val ;;
+                    RssAnon:) a=$val ;;
+                esac
+            done 2>/dev/null <"/proc/$pid/status" || continue
             if [ "$worker" = 1 ]; then
                 seen=1
                 [ "$h" -gt "$whwm" ] && whwm=$h
@@ -132,20 +145,33 @@ sample_memory() {
     done
 }
 
+sampler=""
+# stop_sampler: stop the memory sampler, if one runs (also on exit).
+stop_sampler() {
+    if [ -n "$sampler" ]; then
+        kill -TERM "$sampler" 2>/dev/null || true
+        wait "$sampler" 2>/dev/null || true
+        sampler=""
+    fi
+}
+trap stop_sampler EXIT
+
 # aggregate NAME ARGS: time SELECT * FROM recsys_aggregate(ARGS) with the sampler; set
 # agg_s (wall seconds), agg_res (objects events users movies seconds) and agg_mem.
 aggregate() {
-    local name=$1 args=$2 memfile t0 t1 sampler
+    local name=$1 args=$2 memfile t0 t1
     memfile=$(mktemp)
     : >"$dir/progress-$name.log"
     sample_memory "$memfile" "$dir/progress-$name.log" &
     sampler=$!
     t0=$(now)
-    agg_res=$(PGAPPNAME=bench-aggregate "${PSQL[@]}" -F ' ' \
-        -c "SELECT objects, events, users, movies, round(seconds::numeric, 3) FROM recsys_aggregate($args)")
+    if ! agg_res=$(PGAPPNAME=bench-aggregate "${PSQL[@]}" -F ' ' \
+        -c "SELECT objects, events, users, movies, round(seconds::numeric, 3) FROM recsys_aggregate($args)"); then
+        stop_sampler
+        die "SELECT * FROM recsys_aggregate($args) failed"
+    fi
     t1=$(now)
-    kill -TERM $sampler
-    wait $sampler 2>/dev/null || true
+    stop_sampler
     agg_mem=$(cat "$memfile")
     rm -f "$memfile"
     agg_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
