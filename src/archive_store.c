@@ -76,6 +76,17 @@ ArchiveStoreOpen(S3InterruptFn interrupt, void *interrupt_arg, int max_retries)
 	return store;
 }
 
+/* Open the local-directory store (recsys.archive_dir), whatever is configured. */
+ArchiveStore *
+ArchiveStoreOpenLocal(void)
+{
+	ArchiveStore *store = palloc0(sizeof(ArchiveStore));
+
+	store->dir = GucArchiveDir();
+	snprintf(store->description, sizeof(store->description), "local:%s", store->dir);
+	return store;
+}
+
 /* Free the store, wiping its credentials. */
 void
 ArchiveStoreClose(ArchiveStore *store)
@@ -258,7 +269,7 @@ ArchiveObjectParse(const void *gz, size_t len, S3Buffer *plain,
 
 		if (eol > p)
 		{
-			if (EventParse(p, eol - p, NULL, 0, &ev, reason, sizeof(reason)) != 0)
+			if (EventParseValue(p, eol - p, &ev, reason, sizeof(reason)) != 0)
 			{
 				snprintf(err, errlen, "line %lld is not an event: %s", (long long) line + 1, reason);
 				return ARCHIVE_ERROR;

@@ -48,6 +48,9 @@ typedef struct ArchiveStore
 extern ArchiveStore *ArchiveStoreOpen(S3InterruptFn interrupt, void *interrupt_arg,
 									  int max_retries);
 
+/* Open the local-directory store (recsys.archive_dir), whatever is configured. */
+extern ArchiveStore *ArchiveStoreOpenLocal(void);
+
 /* Free the store, wiping its credentials. */
 extern void ArchiveStoreClose(ArchiveStore *store);
 

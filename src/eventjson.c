@@ -166,13 +166,10 @@ slow_parse(const char *v, size_t len, EventRecord *ev, char *reason, size_t reas
 	return 0;
 }
 
+/* Check an event's value alone (an archived line carries no key). */
 int
-EventParse(const char *value, size_t len, const char *key, size_t keylen,
-		   EventRecord *ev, char *reason, size_t reasonlen)
+EventParseValue(const char *value, size_t len, EventRecord *ev, char *reason, size_t reasonlen)
 {
-	char		kbuf[32];
-	int			n;
-
 	if (value == NULL)
 	{
 		snprintf(reason, reasonlen, "empty message (no value)");
@@ -190,6 +187,18 @@ EventParse(const char *value, size_t len, const char *key, size_t keylen,
 		snprintf(reason, reasonlen, "rating is not between 0.5 and 5 in steps of 0.5");
 		return -1;
 	}
+	return 0;
+}
+
+int
+EventParse(const char *value, size_t len, const char *key, size_t keylen,
+		   EventRecord *ev, char *reason, size_t reasonlen)
+{
+	char		kbuf[32];
+	int			n;
+
+	if (EventParseValue(value, len, ev, reason, reasonlen) != 0)
+		return -1;
 	if (key == NULL)
 	{
 		snprintf(reason, reasonlen, "message has no key (the user id)");

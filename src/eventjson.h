@@ -22,10 +22,14 @@ typedef struct EventRecord
 /*
  * Check one message: value must be {"event_id":…,"user_id":…,"movie_id":…,
  * "rating":…,"ts":…} (ids positive integers, rating 0.5 .. 5 in steps of 0.5, ts an
- * integer) and key, when key != NULL, the user id in decimal.  0 when valid (and *ev
- * filled in), else -1 with the reason in reason.
+ * integer) and key the user id in decimal (a message without a key is invalid).  0
+ * when valid (and *ev filled in), else -1 with the reason in reason.
  */
 extern int	EventParse(const char *value, size_t len, const char *key, size_t keylen,
 					   EventRecord *ev, char *reason, size_t reasonlen);
+
+/* The same checks of the value alone: an archived line carries no key. */
+extern int	EventParseValue(const char *value, size_t len, EventRecord *ev,
+							char *reason, size_t reasonlen);
 
 #endif							/* RECSYS_EVENTJSON_H */

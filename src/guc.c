@@ -152,6 +152,43 @@ GucInit(void)
 							   &recsys_secrets_file, "",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 
+	/* aggregation (neighbors.c): the item neighbours and their refresh policy */
+	DefineCustomIntVariable("recsys.neighbors_k",
+							"Neighbours kept per movie in recsys.item_neighbors.",
+							"A change takes effect at the next aggregate, which recomputes every movie's neighbours.",
+							&recsys_neighbors_k, 20, 1, 1000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.neighbors_refresh",
+							 "Share of changed ratings that makes an aggregate recompute the item neighbours.",
+							 "0 recomputes them every run; 0.1 once 10 % of the ratings changed since the last computation.",
+							 &recsys_neighbors_refresh, 0.1, 0.0, 1000.0,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.neighbors_user_cap",
+							"Most recent ratings of a user that count for item similarities (0: all).",
+							"Caps the cost of very active users, whose ratings say least about any one pair.",
+							&recsys_neighbors_user_cap, 500, 0, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.neighbors_alpha",
+							 "User damping of item similarities: a user counts 1 / n^alpha.",
+							 NULL, &recsys_neighbors_alpha, 0.5, 0.0, 2.0,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.neighbors_beta",
+							 "Asymmetric cosine exponent of item similarities (0.5: cosine).",
+							 NULL, &recsys_neighbors_beta, 0.5, 0.0, 1.0,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.neighbors_shrink",
+							 "Shrinkage added to the denominator of item similarities.",
+							 NULL, &recsys_neighbors_shrink, 10.0, 0.0, 1e6,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.neighbors_min_common",
+							"Fewest users who rated both movies for them to be neighbours.",
+							NULL, &recsys_neighbors_min_common, 2, 1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("recsys.neighbors_threads",
+							"Threads of the aggregating worker that compute item neighbours.",
+							NULL, &recsys_neighbors_threads, 2, 1, 64,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("recsys");
 }
 

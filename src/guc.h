@@ -28,6 +28,14 @@ extern char *recsys_llm_endpoint;
 extern char *recsys_llm_model;
 extern int	recsys_llm_timeout_ms;
 extern char *recsys_secrets_file;
+extern int	recsys_neighbors_k;
+extern double recsys_neighbors_refresh;
+extern int	recsys_neighbors_user_cap;
+extern double recsys_neighbors_alpha;
+extern double recsys_neighbors_beta;
+extern double recsys_neighbors_shrink;
+extern int	recsys_neighbors_min_common;
+extern int	recsys_neighbors_threads;
 
 /* true when the corresponding external part is configured */
 #define RecsysKafkaConfigured()	(recsys_kafka_brokers && recsys_kafka_brokers[0] != '\0')

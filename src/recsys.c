@@ -10,6 +10,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "aggregate.h"
 #include "archiver.h"
 #include "guc.h"
 #include "ingest.h"
@@ -29,6 +30,7 @@ _PG_init(void)
 	GucInit();
 	IngestInit();
 	ArchiverInit();
+	AggregateInit();
 }
 
 /* Raise an error when a function that needs the workers runs without preloading. */

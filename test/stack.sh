@@ -191,7 +191,7 @@ EOF
     if ! psql_stack -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1; then
         psql_stack -d postgres -c "CREATE DATABASE $DB"
     fi
-    psql_stack -d "$DB" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS recsys" -c "CREATE EXTENSION IF NOT EXISTS pg_cron"
+    psql_stack -d "$DB" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS recsys" -c "CREATE EXTENSION IF NOT EXISTS pg_cron SCHEMA public"
 }
 
 stop_postgres() {

@@ -22,16 +22,27 @@ CREATE TABLE recsys.movies (
 );
 SELECT pg_catalog.pg_extension_config_dump('recsys.movies', '');
 
-/* One row per user and movie: the latest rating (latest ts, ties by log position). */
+/*
+ * One row per user and movie: the latest rating, derived from the archive by
+ * recsys_aggregate() (see part 30).  Duplicate event ids are dropped first; then the
+ * latest ts wins, ties to the later position in the same log partition, else to the
+ * higher event id.  log_stream and log_pos say where the winning event sits in the
+ * log (recsys.aggregate_streams; the position is the object's first offset plus the
+ * line, which orders a partition as its offsets do); tied holds the other events of
+ * the same ts as (event_id, stream, pos, rating * 2) quadruples, almost always NULL,
+ * so that an incremental run resolves a tie exactly as a rebuild would.
+ */
 CREATE TABLE recsys.ratings (
 	user_id		bigint NOT NULL,
 	movie_id	bigint NOT NULL,
 	rating		numeric(2,1) NOT NULL CHECK (rating BETWEEN 0.5 AND 5),
 	rated_at	timestamptz NOT NULL,
 	event_id	bigint NOT NULL,
+	log_stream	int NOT NULL DEFAULT 0,
+	log_pos		bigint NOT NULL DEFAULT 0,
+	tied		bigint[],
 	PRIMARY KEY (user_id, movie_id)
 );
-CREATE INDEX ON recsys.ratings (movie_id);
 
 /*
  * The embedded event log, used when recsys.kafka_brokers is unset: producers insert

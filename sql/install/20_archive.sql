@@ -79,16 +79,4 @@ RETURNS TABLE (component text, metric text, value text)
 AS 'MODULE_PATHNAME', 'recsys_archive_status'
 LANGUAGE C STRICT VOLATILE;
 
-CREATE VIEW recsys.status AS
-	SELECT s.component, s.metric, s.value FROM recsys.archive_status() s
-	UNION ALL
-	SELECT 'archive', 'objects', count(*)::text FROM recsys.archive_manifest
-	UNION ALL
-	SELECT 'archive', 'events', coalesce(sum(events), 0)::text FROM recsys.archive_manifest
-	UNION ALL
-	SELECT 'archive', 'dead_letters', count(*)::text FROM recsys.archive_dead_letters
-	UNION ALL
-	SELECT 'archive', 'retention_gap_offsets', coalesce(sum(to_offset - from_offset), 0)::text
-	  FROM recsys.archive_gaps;
-COMMENT ON VIEW recsys.status IS
-	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, ...';
+/* recsys.status, the view over every stage's state, is defined in part 90. */

@@ -31,6 +31,7 @@ unit() {
 VG=(valgrind --quiet --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite)
 unit csvreader "${VG[@]}" "$BIN/csv_test"
 unit neighbors "${VG[@]}" "$BIN/neighbors_test"
+unit ratings_merge "${VG[@]}" "$BIN/merge_test"
 unit ingest_event "${VG[@]}" "$BIN/event_test"
 unit eventjson "${VG[@]}" "$BIN/eventjson_test"
 

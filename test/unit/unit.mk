@@ -10,7 +10,7 @@ LDLIBS = -lcurl -lxml2 -lz -lcrypto -ljansson -lpthread
 HERE := $(dir $(lastword $(MAKEFILE_LIST)))
 PROGRAMS = $(HERE)bin/s3_test $(HERE)bin/s3_tool $(HERE)bin/eventjson_test \
 	$(HERE)bin/csv_test $(HERE)bin/event_test $(HERE)bin/kafka_test \
-	$(HERE)bin/neighbors_test
+	$(HERE)bin/neighbors_test $(HERE)bin/merge_test
 
 all: $(PROGRAMS)
 
@@ -50,3 +50,8 @@ $(HERE)bin/kafka_test: $(HERE)tap.h $(HERE)kafka_test.c $(HERE)../../src/kafka.c
 $(HERE)bin/neighbors_test: $(HERE)tap.h $(HERE)neighbors_test.c $(HERE)../../src/neighbors_kernel.c $(HERE)../../src/neighbors_kernel.h $(HERE)../../src/libutil.c
 	mkdir -p $(HERE)bin
 	$(CC) $(CFLAGS) -o $@ $(HERE)neighbors_test.c $(HERE)../../src/neighbors_kernel.c $(HERE)../../src/libutil.c -lpthread -lm
+
+# The aggregate's reduction: duplicates, latest wins, ties, the radix sort.
+$(HERE)bin/merge_test: $(HERE)tap.h $(HERE)merge_test.c $(HERE)../../src/ratings_merge.c $(HERE)../../src/ratings_merge.h
+	mkdir -p $(HERE)bin
+	$(CC) $(CFLAGS) -o $@ $(HERE)merge_test.c $(HERE)../../src/ratings_merge.c
