@@ -14,6 +14,7 @@ SET recsys.kafka_properties = 'SASL.PASSWORD=hunter2';
 SET recsys.kafka_properties = 'acks=0';
 SET recsys.kafka_properties = 'client.id=x,hunter2';
 SET recsys.kafka_properties = ' =hunter2';
+SET recsys.kafka_properties = 'sasl.password:hunter2 = x';
 SET recsys.kafka_properties = 'security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512, sasl.username=recsys,
   ssl.ca.location=/etc/ssl/certs/ca.pem, ssl.endpoint.identification.algorithm=https, client.id=recsys,
   compression.type=lz4, linger.ms=5, request.timeout.ms=30000';

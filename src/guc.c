@@ -281,6 +281,12 @@ check_kafka_properties(char **newval, void **extra, GucSource source)
 			}
 			memcpy(name, k, kend - k);
 			name[kend - k] = '\0';
+			if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(name))
+			{
+				/* not a property name: perhaps a pasted value, so do not show it */
+				GUC_check_errmsg("entry %d of recsys.kafka_properties has an invalid property name", entry);
+				return false;
+			}
 			if (!kafka_property_allowed(name))
 			{
 				GUC_check_errmsg("recsys.kafka_properties may not set the Kafka property \"%s\"", name);
