@@ -85,7 +85,8 @@ like "$(psql_err "SELECT * FROM recsys_ingest_csv('$FX/ratings_nocol.csv')")" 'l
 like "$(psql_err "SELECT * FROM recsys_ingest_csv('$FX/ratings.csv', on_error => 'skip')")" "invalid on_error value \"skip\"" "bad on_error"
 
 # --- permissions: superuser or pg_read_server_files, as COPY FROM a file
-psql_val "DROP ROLE IF EXISTS recsys_t_reader; CREATE ROLE recsys_t_reader" >/dev/null
+psql_val "DO \$\$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'recsys_t_reader') THEN DROP OWNED BY recsys_t_reader; END IF; END\$\$;
+          DROP ROLE IF EXISTS recsys_t_reader; CREATE ROLE recsys_t_reader" >/dev/null
 like "$(psql_err "SET ROLE recsys_t_reader; SELECT * FROM recsys_ingest_csv('$FX/ratings.csv')")" \
      'permission denied for function recsys_ingest_csv' "recsys_ingest_csv is not executable by PUBLIC"
 psql_val "GRANT EXECUTE ON FUNCTION recsys_ingest_csv(text, boolean, text) TO recsys_t_reader" >/dev/null
