@@ -2,3 +2,363 @@
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "ALTER EXTENSION recsys UPDATE TO '0.2.0'" to load this file. \quit
+
+-- hardening (issue 9)
+--
+-- The same changes as sql/install/*.sql, for databases made with 0.1.0: no function of
+-- the extension is executable by PUBLIC (README "Permission model"); the inbox keeps
+-- its per-statement state in backend-local memory instead of settings a caller could
+-- set, and records the caller as submitted_by; recsys_rate explains out-of-range ids
+-- and times; recsys_archive_sync is a security definer with a pinned search_path.
+
+CREATE OR REPLACE FUNCTION recsys_rate(user_id bigint, movie_id bigint, rating numeric,
+							rated_at timestamptz DEFAULT now())
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	ev record;
+	eid bigint;
+BEGIN
+	IF user_id IS NULL OR movie_id IS NULL OR rating IS NULL OR rated_at IS NULL THEN
+		RAISE EXCEPTION 'recsys_rate arguments must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF user_id > 999999999999999999 OR movie_id > 999999999999999999 THEN
+		RAISE EXCEPTION 'invalid rating: % % is out of range',
+				CASE WHEN user_id > 999999999999999999 THEN 'user_id' ELSE 'movie_id' END,
+				CASE WHEN user_id > 999999999999999999 THEN user_id ELSE movie_id END
+			USING ERRCODE = 'numeric_value_out_of_range',
+				  DETAIL = 'User and movie ids must be between 1 and 999999999999999999.';
+	END IF;
+	IF NOT isfinite(rated_at) OR rated_at < '1970-01-01 00:00:00+00'
+	   OR rated_at >= '10000-01-01 00:00:00+00' THEN
+		RAISE EXCEPTION 'invalid rating: rated_at % is out of range', rated_at
+			USING ERRCODE = 'datetime_field_overflow',
+				  DETAIL = 'Ratings carry times from 1970-01-01 to 9999-12-31 (UTC).';
+	END IF;
+	eid := nextval('recsys.rating_event_id_seq');
+	SELECT * INTO ev FROM recsys.rating_event(eid,
+		user_id::text, movie_id::text, rating::text,
+		floor(extract(epoch FROM rated_at))::bigint::text);
+	IF ev.reason IS NOT NULL THEN
+		RAISE EXCEPTION 'invalid rating: %', ev.reason
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM recsys.movies m WHERE m.movie_id = recsys_rate.movie_id) THEN
+		RAISE EXCEPTION 'invalid rating: movie % is not in the catalogue', movie_id
+			USING ERRCODE = 'foreign_key_violation',
+				  HINT = 'Load the catalogue with recsys_load_movies() first.';
+	END IF;
+	INSERT INTO recsys.outbox (event_id, key, value)
+		VALUES (eid, ev.key, ev.value);
+END
+$$;
+
+/* The inbox's per-statement state (see src/ingest.c); only its triggers call these. */
+CREATE FUNCTION recsys.inbox_begin(job_id bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'recsys_inbox_begin'
+LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION recsys.inbox_line(OUT job_id bigint, OUT line bigint)
+AS 'MODULE_PATHNAME', 'recsys_inbox_line'
+LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION recsys.inbox_end(OUT job_id bigint, OUT lines bigint)
+AS 'MODULE_PATHNAME', 'recsys_inbox_end'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE OR REPLACE FUNCTION recsys.ratings_inbox_begin()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	job bigint;
+BEGIN
+	-- fails with the preload hint when the relay cannot run
+	PERFORM recsys.rating_event(0, '1', '1', '1', '0');
+	-- session_user: the role that logged in and ran the insert, not this function's owner
+	INSERT INTO recsys.ingest_jobs (path, status, on_error, target, started_at, worker_pid,
+									submitted_by)
+		VALUES ('client:' || session_user, 'running', 'reject', 'outbox', now(),
+				pg_backend_pid(), session_user)
+		RETURNING job_id INTO job;
+	PERFORM recsys.inbox_begin(job);
+	RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION recsys.ratings_inbox_row()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	st record;
+	eid bigint;
+	ev record;
+	why text;
+	mid bigint;
+BEGIN
+	SELECT * INTO st FROM recsys.inbox_line();
+	eid := st.job_id * 10000000000 + st.line;
+	SELECT * INTO ev FROM recsys.rating_event(eid,
+		NEW."userId", NEW."movieId", NEW.rating, NEW."timestamp");
+	why := ev.reason;
+	IF why IS NULL THEN
+		mid := (ev.value::json ->> 'movie_id')::bigint;
+		IF NOT EXISTS (SELECT 1 FROM recsys.movies m WHERE m.movie_id = mid) THEN
+			why := format('movieId %s is not in the catalogue', mid);
+		END IF;
+	END IF;
+	IF why IS NULL THEN
+		INSERT INTO recsys.outbox (event_id, key, value) VALUES (eid, ev.key, ev.value);
+	ELSE
+		INSERT INTO recsys.ingest_rejects (job_id, line, raw, reason, file)
+			VALUES (st.job_id, st.line,
+					left(concat_ws(',', NEW."userId", NEW."movieId", NEW.rating, NEW."timestamp"), 1000),
+					why, 'client:' || session_user);
+	END IF;
+	RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION recsys.ratings_inbox_end()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	st record;
+	bad bigint;
+BEGIN
+	SELECT * INTO st FROM recsys.inbox_end();
+	SELECT count(*) INTO bad FROM recsys.ingest_rejects r WHERE r.job_id = st.job_id;
+	UPDATE recsys.ingest_jobs SET status = 'succeeded', finished_at = clock_timestamp(),
+		updated_at = clock_timestamp(),
+		lines = st.lines, events = st.lines - bad, rejected = bad
+		WHERE job_id = st.job_id;
+	RETURN NULL;
+END
+$$;
+
+REVOKE ALL ON FUNCTION recsys_health() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys_load_movies(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys_ingest_csv(text, boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys_rate(bigint, bigint, numeric, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.rating_event(bigint, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.inbox_begin(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.inbox_line() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.inbox_end() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.ratings_inbox_begin() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.ratings_inbox_row() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.ratings_inbox_end() FROM PUBLIC;
+
+ALTER FUNCTION recsys_archive_sync(interval) SECURITY DEFINER;
+ALTER FUNCTION recsys_archive_sync(interval) SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION recsys_archive_sync(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.archive_status() FROM PUBLIC;
+
+-- end of hardening (issue 9)
+
+-- aggregation (issue 7)
+--
+-- recsys.ratings gains where its winning event sits in the log (and the events tied
+-- with it), and loses its movie_id index (nothing reads ratings by movie; the
+-- aggregate's bulk loads are faster without it); then part 30 of the install script
+-- (the aggregate's tables and functions) and part 90 (recsys.status with the
+-- aggregate's rows), as in sql/install/.
+
+ALTER TABLE recsys.ratings
+	ADD COLUMN log_stream int NOT NULL DEFAULT 0,
+	ADD COLUMN log_pos bigint NOT NULL DEFAULT 0,
+	ADD COLUMN tied bigint[];
+DROP INDEX IF EXISTS recsys.ratings_movie_id_idx;
+
+/* Where a rating's event sits in the log: one id per (topic, partition). */
+CREATE TABLE recsys.aggregate_streams (
+	stream		int PRIMARY KEY,
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	UNIQUE (topic, partition)
+);
+
+/* The watermark: every archived object the aggregate has consumed or set aside. */
+CREATE TABLE recsys.aggregate_objects (
+	object_key	text PRIMARY KEY,
+	bytes		bigint NOT NULL,			-- the object's size when it was read
+	events		bigint NOT NULL,			-- events read from it (0 when quarantined)
+	status		text NOT NULL CHECK (status IN ('aggregated', 'quarantined')),
+	error		text,						-- why it was quarantined
+	run_id		bigint NOT NULL,
+	at			timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON recsys.aggregate_objects (status) WHERE status = 'quarantined';
+
+/* Every run of recsys_aggregate(), the failed ones too (newest 1000 kept). */
+CREATE TABLE recsys.aggregate_runs (
+	run_id		bigserial PRIMARY KEY,
+	rebuild		boolean NOT NULL,
+	status		text NOT NULL DEFAULT 'running'
+				CHECK (status IN ('running', 'succeeded', 'failed')),
+	started_at	timestamptz NOT NULL DEFAULT now(),
+	finished_at	timestamptz,
+	objects		bigint,						-- objects read
+	quarantined	bigint,						-- objects set aside
+	events		bigint,						-- events read (duplicates included)
+	duplicates	bigint,						-- events dropped as duplicate event ids
+	ratings_changed bigint,					-- (user, movie) rows inserted or changed
+	users		bigint,						-- user profiles updated
+	movies		bigint,						-- movie statistics updated
+	neighbors_refreshed boolean,
+	seconds		float8,
+	peak_memory_bytes bigint,				-- the worker's peak resident memory
+	submitted_by text NOT NULL DEFAULT current_user,
+	worker_pid	int,
+	error		text
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.aggregate_runs', '');
+SELECT pg_catalog.pg_extension_config_dump('recsys.aggregate_runs_run_id_seq', '');
+
+/*
+ * One row per user: favourite genres (with their scores), top-rated movies, count and
+ * mean, and a version bumped by every run that changed the profile (the
+ * recommendation cache compares it).  The genre_* arrays hold the user's count and
+ * rating sum (in half stars) per genre, so that an incremental run updates a profile
+ * from the new ratings alone; top_* the sort keys of top_movies.
+ */
+CREATE TABLE recsys.user_profiles (
+	user_id		bigint PRIMARY KEY,
+	favorite_genres text[] NOT NULL,
+	favorite_scores float8[] NOT NULL,
+	top_movies	bigint[] NOT NULL,
+	n_ratings	int NOT NULL,
+	mean_rating	float8 NOT NULL,
+	version		bigint NOT NULL,
+	updated_at	timestamptz NOT NULL,
+	rating_halves bigint NOT NULL,			-- sum of ratings * 2
+	last_rated_at timestamptz NOT NULL,
+	genres		text[] NOT NULL,			-- every genre the user rated, by name
+	genre_n		int[] NOT NULL,
+	genre_halves bigint[] NOT NULL,
+	top_halves	int[] NOT NULL,
+	top_ts		bigint[] NOT NULL
+);
+
+/* One row per rated movie: count, mean and a Bayesian average. */
+CREATE TABLE recsys.movie_stats (
+	movie_id	bigint PRIMARY KEY,
+	n_ratings	int NOT NULL,
+	mean_rating	float8 NOT NULL,
+	bayes_avg	float8 NOT NULL,
+	rating_halves bigint NOT NULL,			-- sum of ratings * 2
+	n_liked		int NOT NULL,				-- ratings of 4 or more
+	updated_at	timestamptz NOT NULL
+);
+CREATE INDEX ON recsys.movie_stats (bayes_avg DESC, movie_id);
+
+/* The top recsys.neighbors_k most similar movies of each movie, best first. */
+CREATE TABLE recsys.item_neighbors (
+	movie_id	bigint NOT NULL,
+	rank		int NOT NULL,
+	neighbor_id	bigint NOT NULL,
+	similarity	float8 NOT NULL,
+	PRIMARY KEY (movie_id, rank)
+);
+
+/* When item_neighbors was last computed, and from how many ratings. */
+CREATE TABLE recsys.aggregate_state (
+	singleton	boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+	neighbors_run_id bigint,
+	neighbors_ratings bigint NOT NULL DEFAULT 0,	-- ratings rows they were computed from
+	ratings_changed_since bigint NOT NULL DEFAULT 0, -- rows changed by later runs
+	neighbors_k	int							-- recsys.neighbors_k they were computed with
+);
+INSERT INTO recsys.aggregate_state DEFAULT VALUES;
+
+CREATE FUNCTION recsys_aggregate(rebuild boolean DEFAULT false,
+	OUT objects bigint, OUT events bigint, OUT users bigint, OUT movies bigint,
+	OUT seconds float8)
+RETURNS record
+AS 'MODULE_PATHNAME', 'recsys_aggregate'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys_aggregate(boolean) IS
+	'Aggregate the archived events not yet aggregated (rebuild: every object of the store) into ratings, profiles, statistics and neighbours';
+REVOKE ALL ON FUNCTION recsys_aggregate(boolean) FROM PUBLIC;
+
+/* The progress of running aggregates (shared memory). */
+CREATE FUNCTION recsys.aggregate_progress_info(
+	OUT pid int, OUT run_id bigint, OUT rebuild boolean, OUT phase text,
+	OUT objects_done bigint, OUT objects_total bigint,
+	OUT events_done bigint, OUT events_total bigint,
+	OUT started_at timestamptz, OUT phase_started_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'recsys_aggregate_progress'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION recsys.aggregate_progress_info() FROM PUBLIC;
+
+CREATE VIEW recsys.aggregate_progress AS
+	SELECT p.pid, p.run_id, p.rebuild, p.phase,
+		   p.objects_done, p.objects_total, p.events_done, p.events_total,
+		   CASE WHEN p.events_total > 0
+				THEN round(100.0 * p.events_done / p.events_total, 1) END AS events_pct,
+		   p.started_at, now() - p.started_at AS elapsed, p.phase_started_at
+	  FROM recsys.aggregate_progress_info() p;
+COMMENT ON VIEW recsys.aggregate_progress IS
+	'Running aggregates: phase, objects and events done of the total';
+
+CREATE FUNCTION recsys_schedule(cron text DEFAULT '0 3 * * *')
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'recsys_schedule'
+LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION recsys_schedule(text) IS
+	'Schedule recsys_aggregate() with pg_cron as job recsys-aggregate (times in GMT); replaces the job';
+REVOKE ALL ON FUNCTION recsys_schedule(text) FROM PUBLIC;
+
+CREATE FUNCTION recsys_unschedule()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'recsys_unschedule'
+LANGUAGE C STRICT VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION recsys_unschedule() IS 'Remove the pg_cron job recsys-aggregate; false if there was none';
+REVOKE ALL ON FUNCTION recsys_unschedule() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW recsys.status AS
+	SELECT s.component, s.metric, s.value FROM recsys.archive_status() s
+	UNION ALL
+	SELECT 'archive', 'objects', count(*)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'events', coalesce(sum(events), 0)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'dead_letters', count(*)::text FROM recsys.archive_dead_letters
+	UNION ALL
+	SELECT 'archive', 'retention_gap_offsets', coalesce(sum(to_offset - from_offset), 0)::text
+	  FROM recsys.archive_gaps
+	UNION ALL
+	SELECT 'aggregate', m.metric, m.value
+	  FROM (SELECT * FROM recsys.aggregate_runs ORDER BY run_id DESC LIMIT 1) r,
+		   LATERAL (VALUES
+			('last_run', r.run_id::text || ' ' || r.status ||
+				CASE WHEN r.rebuild THEN ' (rebuild)' ELSE '' END),
+			('last_run_started', r.started_at::text),
+			('last_run_finished', coalesce(r.finished_at::text, '')),
+			('last_run_seconds', coalesce(round(r.seconds::numeric, 3)::text, '')),
+			('last_run_events', coalesce(r.events::text, '')),
+			('last_run_error', coalesce(r.error, ''))) m(metric, value)
+	UNION ALL
+	SELECT 'aggregate', 'last_success', coalesce(max(finished_at)::text, 'never')
+	  FROM recsys.aggregate_runs WHERE status = 'succeeded'
+	UNION ALL
+	SELECT 'aggregate', 'objects_pending', count(*)::text
+	  FROM recsys.archive_manifest m
+	 WHERE NOT EXISTS (SELECT 1 FROM recsys.aggregate_objects a
+						WHERE a.object_key = m.object_key AND a.bytes = m.bytes)
+	UNION ALL
+	SELECT 'aggregate', 'objects_quarantined', count(*)::text
+	  FROM recsys.aggregate_objects WHERE status = 'quarantined'
+	UNION ALL
+	SELECT 'aggregate', 'last_quarantined', coalesce(
+		(SELECT object_key || ': ' || error FROM recsys.aggregate_objects
+		  WHERE status = 'quarantined' ORDER BY at DESC, object_key LIMIT 1), '');
+COMMENT ON VIEW recsys.status IS
+	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, ...';

@@ -170,6 +170,9 @@ static ArchiveWatermarks *watermarks = NULL;
 static int	nbatches = 0;
 
 PG_FUNCTION_INFO_V1(recsys_archive_sync);
+
+/* recsys_archive_sync waits at most this long (24 days) */
+#define SYNC_MAX_TIMEOUT_MS (24.0 * SECS_PER_DAY * 1000.0)
 PG_FUNCTION_INFO_V1(recsys_archive_status);
 
 static void archiver_shmem_request(void);
@@ -1642,15 +1645,23 @@ Datum
 recsys_archive_sync(PG_FUNCTION_ARGS)
 {
 	Interval   *iv = PG_GETARG_INTERVAL_P(0);
-	int64		timeout_ms = (iv->time + ((int64) iv->day + (int64) iv->month * DAYS_PER_MONTH) * USECS_PER_DAY) / 1000;
+	/* in double: months and days of a huge interval overflow int64 microseconds */
+	double		span_ms = iv->time / 1000.0 +
+		((double) iv->day + (double) iv->month * DAYS_PER_MONTH) * (SECS_PER_DAY * 1000.0);
+	int64		timeout_ms;
 	TimestampTz deadline;
 	char		mode[16];
 	int64		result;
 	int			i;
 
+	if (span_ms < 0 || span_ms > SYNC_MAX_TIMEOUT_MS)
+		ereport(ERROR,
+				(errcode(span_ms < 0 ? ERRCODE_INVALID_PARAMETER_VALUE : ERRCODE_INTERVAL_FIELD_OVERFLOW),
+				 errmsg("recsys_archive_sync timeout \"%s\" is out of range",
+						DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(0)))),
+				 errdetail("The timeout must be between 0 seconds and 24 days.")));
+	timeout_ms = (int64) span_ms;
 	require_archiver();
-	if (timeout_ms < 0)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("timeout must not be negative")));
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),

@@ -7,10 +7,15 @@
  *   them in a session (tests and health checks do);
  * - settings that shape shared memory or the set of workers are PGC_POSTMASTER;
  * - recsys.secrets_file is PGC_SIGHUP: only the server's configuration names it.
- * Secrets themselves are never settings (see secrets.c).
+ * Secrets themselves are never settings (see secrets.c): recsys.kafka_properties takes
+ * only the librdkafka properties of an allow-list (names of mechanisms, users, paths,
+ * tuning; no password, key, token or OAuth configuration, and none that would weaken
+ * the pipeline's guarantees, such as acks or isolation.level), and recsys.redis_url no
+ * password.  Their errors name the property, never the value.
  */
 #include "postgres.h"
 
+#include <ctype.h>
 #include <limits.h>
 
 #include "miscadmin.h"
@@ -40,6 +45,47 @@ int			recsys_llm_timeout_ms = 10000;
 char	   *recsys_secrets_file = NULL;
 
 static bool check_kafka_properties(char **newval, void **extra, GucSource source);
+static bool check_redis_url(char **newval, void **extra, GucSource source);
+static bool kafka_property_allowed(const char *name);
+
+/*
+ * librdkafka properties that recsys.kafka_properties may set: none carries a secret
+ * (those come from recsys.secrets_file as kafka.<property>), none overrides what the
+ * pipeline's guarantees rest on (acks, enable.idempotence, transactional.id,
+ * isolation.level, group and offset handling), none runs a command.
+ */
+static const char *const kafka_allowed_properties[] = {
+	"client.id", "client.rack", "broker.address.family", "broker.version.fallback",
+	"api.version.request", "api.version.request.timeout.ms", "api.version.fallback.ms",
+	"security.protocol",
+	"sasl.mechanism", "sasl.mechanisms", "sasl.username",
+	"sasl.kerberos.service.name", "sasl.kerberos.principal", "sasl.kerberos.keytab",
+	"sasl.kerberos.min.time.before.relogin",
+	"sasl.oauthbearer.method", "sasl.oauthbearer.client.id", "sasl.oauthbearer.scope",
+	"sasl.oauthbearer.token.endpoint.url",
+	"ssl.ca.location", "ssl.ca.certificate.stores", "ssl.crl.location",
+	"ssl.certificate.location", "ssl.key.location", "ssl.keystore.location",
+	"ssl.endpoint.identification.algorithm", "enable.ssl.certificate.verification",
+	"ssl.cipher.suites", "ssl.curves.list", "ssl.sigalgs.list",
+	"compression.type", "compression.codec", "compression.level",
+	"linger.ms", "queue.buffering.max.ms", "queue.buffering.max.messages",
+	"queue.buffering.max.kbytes", "batch.num.messages", "batch.size",
+	"message.max.bytes", "message.copy.max.bytes", "receive.message.max.bytes",
+	"message.timeout.ms", "delivery.timeout.ms", "request.timeout.ms",
+	"socket.timeout.ms", "socket.keepalive.enable", "socket.nagle.disable",
+	"socket.send.buffer.bytes", "socket.receive.buffer.bytes",
+	"socket.connection.setup.timeout.ms", "connections.max.idle.ms",
+	"reconnect.backoff.ms", "reconnect.backoff.max.ms", "retry.backoff.ms",
+	"retry.backoff.max.ms", "retries", "message.send.max.retries",
+	"metadata.max.age.ms", "topic.metadata.refresh.interval.ms",
+	"topic.metadata.refresh.fast.interval.ms", "topic.metadata.propagation.max.ms",
+	"fetch.min.bytes", "fetch.max.bytes", "fetch.wait.max.ms", "fetch.error.backoff.ms",
+	"fetch.message.max.bytes", "max.partition.fetch.bytes",
+	"queued.min.messages", "queued.max.messages.kbytes",
+	"session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
+	"client.dns.lookup", "sticky.partitioning.linger.ms",
+	NULL
+};
 
 /* Define every recsys.* setting and reserve the prefix. */
 void
@@ -118,7 +164,7 @@ GucInit(void)
 							   "Redis URL for the recommendation cache (redis://host:port[/db]); empty for no cache.",
 							   "A password belongs in recsys.secrets_file (redis_password), not in the URL.",
 							   &recsys_redis_url, "",
-							   PGC_SUSET, 0, NULL, NULL, NULL);
+							   PGC_SUSET, 0, check_redis_url, NULL, NULL);
 	DefineCustomIntVariable("recsys.redis_timeout",
 							"Longest wait for one Redis connection or reply.",
 							NULL,
@@ -216,14 +262,95 @@ GucKafkaProperties(void)
 	return props;
 }
 
-/* Refuse properties that would put a secret into a setting. */
+/* Is name on the allow-list of recsys.kafka_properties? */
+static bool
+kafka_property_allowed(const char *name)
+{
+	int			i;
+
+	for (i = 0; kafka_allowed_properties[i] != NULL; i++)
+		if (strcmp(kafka_allowed_properties[i], name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Accept only key=value entries (separated by commas or newlines) whose keys are on
+ * the allow-list; name the first offending key, never a value.
+ */
 static bool
 check_kafka_properties(char **newval, void **extra, GucSource source)
 {
-	if (*newval && (strstr(*newval, "password") || strstr(*newval, "secret")))
+	const char *p = *newval;
+	int			entry = 0;
+
+	if (p == NULL)
+		return true;
+	while (*p)
 	{
-		GUC_check_errmsg("recsys.kafka_properties must not carry passwords or secrets");
-		GUC_check_errhint("Put sasl.password and other secrets in recsys.secrets_file as kafka.<property>=<value>.");
+		const char *end = p + strcspn(p, ",\n");
+		const char *eq = memchr(p, '=', end - p);
+		const char *k = p;
+		const char *kend;
+		char		name[128];
+
+		while (k < end && isspace((unsigned char) *k))
+			k++;
+		if (k < end && *k != '#')
+		{
+			entry++;
+			if (eq == NULL)
+			{
+				GUC_check_errmsg("entry %d of recsys.kafka_properties is not of the form key=value", entry);
+				return false;
+			}
+			for (kend = eq; kend > k && isspace((unsigned char) kend[-1]); kend--)
+				;
+			if (kend == k)
+			{
+				GUC_check_errmsg("entry %d of recsys.kafka_properties has no property name", entry);
+				return false;
+			}
+			if ((size_t) (kend - k) >= sizeof(name))
+			{
+				GUC_check_errmsg("entry %d of recsys.kafka_properties has an overlong property name", entry);
+				return false;
+			}
+			memcpy(name, k, kend - k);
+			name[kend - k] = '\0';
+			if (strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(name))
+			{
+				/* not a property name: perhaps a pasted value, so do not show it */
+				GUC_check_errmsg("entry %d of recsys.kafka_properties has an invalid property name", entry);
+				return false;
+			}
+			if (!kafka_property_allowed(name))
+			{
+				GUC_check_errmsg("recsys.kafka_properties may not set the Kafka property \"%s\"", name);
+				GUC_check_errdetail("It takes only non-secret librdkafka properties (security.protocol, sasl.mechanism, sasl.username, ssl.ca.location, client.id, compression and timeouts, ...), listed in the README.");
+				GUC_check_errhint("Put secrets (passwords, keys, tokens, sasl.oauthbearer.config) in recsys.secrets_file as kafka.<property> = <value>.");
+				return false;
+			}
+		}
+		p = *end ? end + 1 : end;
+	}
+	return true;
+}
+
+/* Refuse a password (or any user information) inside recsys.redis_url. */
+static bool
+check_redis_url(char **newval, void **extra, GucSource source)
+{
+	const char *url = *newval;
+
+	if (url == NULL || strncmp(url, "redis://", 8) != 0)
+		return true;			/* other mistakes are reported by the health check */
+	/* the database part is a number: an '@' anywhere is user information */
+	if (strchr(url + 8, '@') != NULL)
+	{
+		GUC_check_errmsg("recsys.redis_url must not carry a password");
+		GUC_check_errdetail("A setting can be read back with SHOW, logged, or written to postgresql.auto.conf.");
+		GUC_check_errhint("Use redis://host:port[/db] and put the password in recsys.secrets_file as redis_password.");
 		return false;
 	}
 	return true;

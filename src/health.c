@@ -108,7 +108,11 @@ health_kafka(HealthRow *row)
 	}
 	row->configured = true;
 	props = GucKafkaProperties();
-	if (KafkaDescribe(recsys_kafka_brokers, props, recsys_kafka_topic,
+	if (KafkaCheckProperties(props, err, sizeof(err)) != 0)
+		snprintf(row->detail, sizeof(row->detail),
+				 "the Kafka configuration is invalid: %s (see recsys.kafka_properties and the kafka.<property> entries of recsys.secrets_file)",
+				 err);
+	else if (KafkaDescribe(recsys_kafka_brokers, props, recsys_kafka_topic,
 					  recsys_kafka_timeout_ms, &n_brokers, &n_partitions,
 					  err, sizeof(err)) != 0)
 		snprintf(row->detail, sizeof(row->detail),

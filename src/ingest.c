@@ -12,10 +12,21 @@
  *   Async: return once the worker has committed the job row.
  * - recsys.rating_event(...): the row validation shared with the worker, for
  *   recsys_rate() and the \copy inbox; both need the relay, hence preloading.
+ * - recsys.inbox_begin/inbox_line/inbox_end: the per-statement state of an insert into
+ *   recsys.ratings_inbox (its job id and line counter), kept here in backend-local
+ *   memory, never in settings a caller could set.  Only the inbox's triggers (security
+ *   definers) may call them: EXECUTE is revoked from PUBLIC.  The state is a stack, one
+ *   entry per statement (a statement may run another insert into the inbox from a
+ *   function it calls): the BEFORE STATEMENT trigger pushes, the row trigger numbers
+ *   the rows of the entry on top, the AFTER STATEMENT trigger pops.  Each entry
+ *   remembers the subtransaction that pushed it: a subtransaction abort drops the
+ *   entries it left (their job rows were rolled back with it), the end of the
+ *   transaction drops everything.
  */
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -44,6 +55,23 @@
 PG_FUNCTION_INFO_V1(recsys_load_movies);
 PG_FUNCTION_INFO_V1(recsys_ingest_csv);
 PG_FUNCTION_INFO_V1(recsys_rating_event);
+PG_FUNCTION_INFO_V1(recsys_inbox_begin);
+PG_FUNCTION_INFO_V1(recsys_inbox_line);
+PG_FUNCTION_INFO_V1(recsys_inbox_end);
+
+/* Statements inserting into recsys.ratings_inbox may nest this deep. */
+#define INBOX_MAX_DEPTH 32
+
+typedef struct InboxStatement
+{
+	int64		job_id;
+	int64		line;			/* last line numbered (the header is line 1) */
+	SubTransactionId subid;		/* subtransaction that began the statement */
+} InboxStatement;
+
+static InboxStatement inbox_stack[INBOX_MAX_DEPTH];
+static int	inbox_depth = 0;
+static bool inbox_callbacks = false;
 
 static void check_ratings_file(const char *path);
 static void raise_reader_error(const char *err);
@@ -51,6 +79,11 @@ static void movies_flush(int n, Datum *ids, Datum *titles, Datum *years, bool *y
 						 Datum *genres);
 static int	title_year(const char *title);
 static char *movies_genres(const char *genres);
+static void check_path_argument(const char *path);
+static void inbox_xact_callback(XactEvent event, void *arg);
+static void inbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+								   SubTransactionId parentSubid, void *arg);
+static InboxStatement *inbox_top(void);
 
 /* Register the relay worker when preloaded. */
 void
@@ -70,6 +103,17 @@ IngestCheckFileAccess(void)
 				 errmsg("permission denied to read files on the server"),
 				 errdetail("Only superusers and roles with privileges of the \"pg_read_server_files\" role may read server files, as with COPY FROM a file."),
 				 errhint("To send a file from the client, use \\copy recsys.ratings_inbox FROM 'ratings.csv' CSV HEADER.")));
+}
+
+/* Refuse an empty path: it would name the data directory. */
+static void
+check_path_argument(const char *path)
+{
+	if (path[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("path must not be empty"),
+				 errhint("Give the path of a CSV file on the server, such as '/srv/movielens/ratings.csv'.")));
 }
 
 /* Set the latch of the backend waiting for an ingest job. */
@@ -154,6 +198,7 @@ recsys_ingest_csv(PG_FUNCTION_ARGS)
 				 errmsg("invalid on_error value \"%s\"", on_error),
 				 errhint("Use 'reject' (bad rows go to recsys.ingest_rejects) or 'stop' (the first bad row fails the call).")));
 	IngestCheckFileAccess();
+	check_path_argument(path);
 	abspath = make_absolute_path(path);
 	if (strlen(abspath) >= MAXPGPATH)
 		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG), errmsg("file path too long")));
@@ -319,6 +364,120 @@ recsys_rating_event(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }
 
+/* Drop every inbox statement at the end of the transaction. */
+static void
+inbox_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			inbox_depth = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Drop the statements of an aborted subtransaction; hand a committed one's to its parent. */
+static void
+inbox_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					   SubTransactionId parentSubid, void *arg)
+{
+	int			i;
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		while (inbox_depth > 0 && inbox_stack[inbox_depth - 1].subid >= mySubid)
+			inbox_depth--;
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (i = 0; i < inbox_depth; i++)
+			if (inbox_stack[i].subid == mySubid)
+				inbox_stack[i].subid = parentSubid;
+	}
+}
+
+/* Return the innermost inbox statement; raise an error outside of one. */
+static InboxStatement *
+inbox_top(void)
+{
+	if (inbox_depth == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no insert into recsys.ratings_inbox is running"),
+				 errdetail("This function serves the triggers of recsys.ratings_inbox only.")));
+	return &inbox_stack[inbox_depth - 1];
+}
+
+/* recsys.inbox_begin(job_id bigint): an insert into the inbox begins, as job job_id. */
+Datum
+recsys_inbox_begin(PG_FUNCTION_ARGS)
+{
+	InboxStatement *st;
+
+	if (!inbox_callbacks)
+	{
+		RegisterXactCallback(inbox_xact_callback, NULL);
+		RegisterSubXactCallback(inbox_subxact_callback, NULL);
+		inbox_callbacks = true;
+	}
+	if (inbox_depth >= INBOX_MAX_DEPTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("inserts into recsys.ratings_inbox nest too deep"),
+				 errdetail("At most %d such inserts may run inside one another.", INBOX_MAX_DEPTH)));
+	st = &inbox_stack[inbox_depth++];
+	st->job_id = PG_GETARG_INT64(0);
+	st->line = 1;
+	st->subid = GetCurrentSubTransactionId();
+	PG_RETURN_VOID();
+}
+
+/*
+ * recsys.inbox_line(OUT job_id bigint, OUT line bigint): number the next row of the
+ * innermost insert into the inbox.
+ */
+Datum
+recsys_inbox_line(PG_FUNCTION_ARGS)
+{
+	InboxStatement *st = inbox_top();
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	st->line++;
+	values[0] = Int64GetDatum(st->job_id);
+	values[1] = Int64GetDatum(st->line);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * recsys.inbox_end(OUT job_id bigint, OUT lines bigint): the innermost insert into
+ * the inbox ends; return its job and the data lines it read.
+ */
+Datum
+recsys_inbox_end(PG_FUNCTION_ARGS)
+{
+	InboxStatement *st = inbox_top();
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum(st->job_id);
+	values[1] = Int64GetDatum(st->line - 1);
+	inbox_depth--;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
 /* Return the year in "Title (YYYY)" (trailing blanks allowed), or -1. */
 static int
 title_year(const char *title)
@@ -389,6 +548,7 @@ recsys_load_movies(PG_FUNCTION_ARGS)
 	MemoryContext oldcxt;
 
 	IngestCheckFileAccess();
+	check_path_argument(path);
 	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "recsys_load_movies batch",
 									 ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();

@@ -226,6 +226,11 @@ run_job(IngestRun *run)
 					np;
 		char	   *props = psprintf("%s\n%s", sh->properties, SecretKafkaProperties());
 
+		if (KafkaCheckProperties(props, err, sizeof(err)) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the Kafka configuration is invalid: %s", err),
+					 errhint("Check recsys.kafka_properties and the kafka.<property> entries of recsys.secrets_file.")));
 		if (KafkaDescribe(sh->brokers, props, sh->topic, sh->kafka_timeout_ms,
 						  &nb, &np, err, sizeof(err)) != 0)
 			ereport(ERROR,

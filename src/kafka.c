@@ -183,6 +183,17 @@ KafkaConfApplyProperties(rd_kafka_conf_t *conf, const char *properties, char *er
 	return rc;
 }
 
+/* Apply properties to a scratch configuration: are they all valid for librdkafka? */
+int
+KafkaCheckProperties(const char *properties, char *err, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	int			rc = KafkaConfApplyProperties(conf, properties, err, errlen);
+
+	rd_kafka_conf_destroy(conf);
+	return rc;
+}
+
 /* Keep librdkafka from writing to the server's stderr; errors come back by value. */
 static void
 quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)

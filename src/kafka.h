@@ -54,6 +54,12 @@ struct rd_kafka_conf_s;
 extern int	KafkaConfApplyProperties(struct rd_kafka_conf_s *conf, const char *properties,
 									 char *err, size_t errlen);
 
+/*
+ * Check properties ("k=v" pairs) against librdkafka's configuration, without any
+ * network: 0, or -1 with a message naming the property (never its value) in err.
+ */
+extern int	KafkaCheckProperties(const char *properties, char *err, size_t errlen);
+
 extern int	KafkaDescribe(const char *brokers, const char *properties, const char *topic,
 						  int timeout_ms, int *n_brokers, int *n_partitions,
 						  char *err, size_t errlen);

@@ -23,7 +23,7 @@ struct RedisConn
 static int	reply_error(redisContext *ctx, redisReply *reply, const char *what,
 						char *err, size_t errlen);
 
-/* Parse redis://[:password@]host:port[/db]. */
+/* Parse redis://host:port[/db]; a URL with a password is refused. */
 int
 RedisParseUrl(const char *url, RedisUrl *out, char *err, size_t errlen)
 {
@@ -41,19 +41,12 @@ RedisParseUrl(const char *url, RedisUrl *out, char *err, size_t errlen)
 		return -1;
 	}
 	p = url + 8;
-	at = strrchr(p, '@');
+	at = strchr(p, '@');
 	if (at)
 	{
-		const char *pw = memchr(p, ':', at - p);
-
-		pw = pw ? pw + 1 : p;
-		if ((size_t) (at - pw) >= sizeof(out->password))
-		{
-			snprintf(err, errlen, "Redis password too long");
-			return -1;
-		}
-		memcpy(out->password, pw, at - pw);
-		p = at + 1;
+		/* never copy or echo it: the password comes from the secrets file */
+		snprintf(err, errlen, "Redis URL must not carry a password (use redis_password in recsys.secrets_file)");
+		return -1;
 	}
 	slash = strchr(p, '/');
 	colon = strchr(p, ':');

@@ -11,7 +11,7 @@
 
 typedef struct RedisConn RedisConn;
 
-/* Parsed redis://[:password@]host:port[/db] */
+/* Parsed redis://host:port[/db]; password is filled from the secrets file */
 typedef struct RedisUrl
 {
 	char		host[256];
@@ -24,7 +24,7 @@ typedef struct RedisUrl
 extern int	RedisParseUrl(const char *url, RedisUrl *out, char *err, size_t errlen);
 
 /*
- * Connect, authenticate (password from the URL, else the password argument, may be
+ * Connect, authenticate (with the password argument, from the secrets file; may be
  * NULL) and select the database. NULL with a message in err on failure.
  */
 extern RedisConn *RedisConnect(const char *url, const char *password, int timeout_ms,

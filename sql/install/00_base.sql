@@ -67,3 +67,12 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'recsys_health'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION recsys_health() IS 'health of postgres, kafka, s3, redis and llm: configured, ok, detail';
+
+/*
+ * Permissions (README "Permission model"): nothing that writes, reads server files or
+ * reads other users' data is executable by PUBLIC, so every function of the extension
+ * is revoked from PUBLIC where it is created and a deployment grants what each role
+ * needs; security definers pin search_path. recsys_health() reveals the configuration
+ * (brokers, endpoints): operators and monitoring only.
+ */
+REVOKE ALL ON FUNCTION recsys_health() FROM PUBLIC;

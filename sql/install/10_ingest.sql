@@ -108,6 +108,19 @@ BEGIN
 		RAISE EXCEPTION 'recsys_rate arguments must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	IF user_id > 999999999999999999 OR movie_id > 999999999999999999 THEN
+		RAISE EXCEPTION 'invalid rating: % % is out of range',
+				CASE WHEN user_id > 999999999999999999 THEN 'user_id' ELSE 'movie_id' END,
+				CASE WHEN user_id > 999999999999999999 THEN user_id ELSE movie_id END
+			USING ERRCODE = 'numeric_value_out_of_range',
+				  DETAIL = 'User and movie ids must be between 1 and 999999999999999999.';
+	END IF;
+	IF NOT isfinite(rated_at) OR rated_at < '1970-01-01 00:00:00+00'
+	   OR rated_at >= '10000-01-01 00:00:00+00' THEN
+		RAISE EXCEPTION 'invalid rating: rated_at % is out of range', rated_at
+			USING ERRCODE = 'datetime_field_overflow',
+				  DETAIL = 'Ratings carry times from 1970-01-01 to 9999-12-31 (UTC).';
+	END IF;
 	eid := nextval('recsys.rating_event_id_seq');
 	SELECT * INTO ev FROM recsys.rating_event(eid,
 		user_id::text, movie_id::text, rating::text,
@@ -142,6 +155,22 @@ CREATE VIEW recsys.ratings_inbox AS
 COMMENT ON VIEW recsys.ratings_inbox IS
 	'\copy a ratings.csv into this view: rows are validated and sent to the event log';
 
+/*
+ * The per-statement state of an insert into the inbox (job id, line counter) lives in
+ * backend-local memory (see src/ingest.c), where the caller cannot change it: only the
+ * triggers below, security definers, may call these.
+ */
+CREATE FUNCTION recsys.inbox_begin(job_id bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'recsys_inbox_begin'
+LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION recsys.inbox_line(OUT job_id bigint, OUT line bigint)
+AS 'MODULE_PATHNAME', 'recsys_inbox_line'
+LANGUAGE C STRICT VOLATILE;
+CREATE FUNCTION recsys.inbox_end(OUT job_id bigint, OUT lines bigint)
+AS 'MODULE_PATHNAME', 'recsys_inbox_end'
+LANGUAGE C STRICT VOLATILE;
+
 CREATE FUNCTION recsys.ratings_inbox_begin()
 RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
@@ -152,13 +181,13 @@ DECLARE
 BEGIN
 	-- fails with the preload hint when the relay cannot run
 	PERFORM recsys.rating_event(0, '1', '1', '1', '0');
-	INSERT INTO recsys.ingest_jobs (path, status, on_error, target, started_at, worker_pid)
-		VALUES ('client:' || session_user, 'running', 'reject', 'outbox', now(), pg_backend_pid())
+	-- session_user: the role that logged in and ran the insert, not this function's owner
+	INSERT INTO recsys.ingest_jobs (path, status, on_error, target, started_at, worker_pid,
+									submitted_by)
+		VALUES ('client:' || session_user, 'running', 'reject', 'outbox', now(),
+				pg_backend_pid(), session_user)
 		RETURNING job_id INTO job;
-	PERFORM set_config('recsys_inbox.job', job::text, true);
-	PERFORM set_config('recsys_inbox.line', '1', true);
-	PERFORM set_config('recsys_inbox.events', '0', true);
-	PERFORM set_config('recsys_inbox.rejected', '0', true);
+	PERFORM recsys.inbox_begin(job);
 	RETURN NULL;
 END
 $$;
@@ -169,14 +198,15 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	job bigint := current_setting('recsys_inbox.job')::bigint;
-	line bigint := current_setting('recsys_inbox.line')::bigint + 1;
+	st record;
+	eid bigint;
 	ev record;
 	why text;
 	mid bigint;
 BEGIN
-	PERFORM set_config('recsys_inbox.line', line::text, true);
-	SELECT * INTO ev FROM recsys.rating_event(job * 10000000000 + line,
+	SELECT * INTO st FROM recsys.inbox_line();
+	eid := st.job_id * 10000000000 + st.line;
+	SELECT * INTO ev FROM recsys.rating_event(eid,
 		NEW."userId", NEW."movieId", NEW.rating, NEW."timestamp");
 	why := ev.reason;
 	IF why IS NULL THEN
@@ -186,17 +216,12 @@ BEGIN
 		END IF;
 	END IF;
 	IF why IS NULL THEN
-		INSERT INTO recsys.outbox (event_id, key, value)
-			VALUES (job * 10000000000 + line, ev.key, ev.value);
-		PERFORM set_config('recsys_inbox.events',
-			(current_setting('recsys_inbox.events')::bigint + 1)::text, true);
+		INSERT INTO recsys.outbox (event_id, key, value) VALUES (eid, ev.key, ev.value);
 	ELSE
 		INSERT INTO recsys.ingest_rejects (job_id, line, raw, reason, file)
-			VALUES (job, line,
+			VALUES (st.job_id, st.line,
 					left(concat_ws(',', NEW."userId", NEW."movieId", NEW.rating, NEW."timestamp"), 1000),
 					why, 'client:' || session_user);
-		PERFORM set_config('recsys_inbox.rejected',
-			(current_setting('recsys_inbox.rejected')::bigint + 1)::text, true);
 	END IF;
 	RETURN NEW;
 END
@@ -207,13 +232,16 @@ RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+	st record;
+	bad bigint;
 BEGIN
+	SELECT * INTO st FROM recsys.inbox_end();
+	SELECT count(*) INTO bad FROM recsys.ingest_rejects r WHERE r.job_id = st.job_id;
 	UPDATE recsys.ingest_jobs SET status = 'succeeded', finished_at = clock_timestamp(),
 		updated_at = clock_timestamp(),
-		lines = current_setting('recsys_inbox.line')::bigint - 1,
-		events = current_setting('recsys_inbox.events')::bigint,
-		rejected = current_setting('recsys_inbox.rejected')::bigint
-		WHERE job_id = current_setting('recsys_inbox.job')::bigint;
+		lines = st.lines, events = st.lines - bad, rejected = bad
+		WHERE job_id = st.job_id;
 	RETURN NULL;
 END
 $$;
@@ -224,3 +252,15 @@ CREATE TRIGGER ratings_inbox_row INSTEAD OF INSERT ON recsys.ratings_inbox
 	FOR EACH ROW EXECUTE FUNCTION recsys.ratings_inbox_row();
 CREATE TRIGGER ratings_inbox_end AFTER INSERT ON recsys.ratings_inbox
 	FOR EACH STATEMENT EXECUTE FUNCTION recsys.ratings_inbox_end();
+
+/* Permissions: see part 00. The inbox itself is granted per role (INSERT). */
+REVOKE ALL ON FUNCTION recsys_load_movies(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys_ingest_csv(text, boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys_rate(bigint, bigint, numeric, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.rating_event(bigint, text, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.inbox_begin(bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.inbox_line() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.inbox_end() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.ratings_inbox_begin() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.ratings_inbox_row() FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.ratings_inbox_end() FROM PUBLIC;

@@ -66,10 +66,15 @@ CREATE TABLE recsys.archive_gaps (
 );
 SELECT pg_catalog.pg_extension_config_dump('recsys.archive_gaps', '');
 
+/*
+ * A security definer, so that a role granted EXECUTE needs no rights on the tables it
+ * watches (recsys.outbox, event_queue, archive_manifest); it reveals only counts.
+ */
 CREATE FUNCTION recsys_archive_sync(timeout interval DEFAULT '60 s')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'recsys_archive_sync'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C STRICT VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION recsys_archive_sync(interval) IS
 	'Wait until every event produced before the call is archived; returns the events archived so far';
 
@@ -78,5 +83,12 @@ CREATE FUNCTION recsys.archive_status()
 RETURNS TABLE (component text, metric text, value text)
 AS 'MODULE_PATHNAME', 'recsys_archive_status'
 LANGUAGE C STRICT VOLATILE;
+
+/*
+ * Permissions: see part 00. Reading recsys.status (part 90) takes SELECT on the view
+ * and EXECUTE on recsys.archive_status() (a view's functions run with the reader's rights).
+ */
+REVOKE ALL ON FUNCTION recsys_archive_sync(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys.archive_status() FROM PUBLIC;
 
 /* recsys.status, the view over every stage's state, is defined in part 90. */

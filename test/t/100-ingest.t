@@ -85,9 +85,13 @@ like "$(psql_err "SELECT * FROM recsys_ingest_csv('$FX/ratings_nocol.csv')")" 'l
 like "$(psql_err "SELECT * FROM recsys_ingest_csv('$FX/ratings.csv', on_error => 'skip')")" "invalid on_error value \"skip\"" "bad on_error"
 
 # --- permissions: superuser or pg_read_server_files, as COPY FROM a file
-psql_val "DROP ROLE IF EXISTS recsys_t_reader; CREATE ROLE recsys_t_reader" >/dev/null
+psql_val "DO \$\$BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'recsys_t_reader') THEN DROP OWNED BY recsys_t_reader; END IF; END\$\$;
+          DROP ROLE IF EXISTS recsys_t_reader; CREATE ROLE recsys_t_reader" >/dev/null
 like "$(psql_err "SET ROLE recsys_t_reader; SELECT * FROM recsys_ingest_csv('$FX/ratings.csv')")" \
-     'permission denied to read files on the server' "a plain role may not read server files"
+     'permission denied for function recsys_ingest_csv' "recsys_ingest_csv is not executable by PUBLIC"
+psql_val "GRANT EXECUTE ON FUNCTION recsys_ingest_csv(text, boolean, text) TO recsys_t_reader" >/dev/null
+like "$(psql_err "SET ROLE recsys_t_reader; SELECT * FROM recsys_ingest_csv('$FX/ratings.csv')")" \
+     'permission denied to read files on the server' "granted EXECUTE, a plain role still may not read server files"
 psql_val "GRANT pg_read_server_files TO recsys_t_reader" >/dev/null
 like "$(psql_val "SET ROLE recsys_t_reader; SELECT events FROM recsys_ingest_csv('$FX/ratings.csv')")" '^10$' \
      "with pg_read_server_files it may"
@@ -108,6 +112,51 @@ wait_for 30 bash -c "[ \$(psql -XtAc 'SELECT count(*) FROM recsys.outbox') = 0 ]
 ok $? "the relay empties the outbox"
 sleep 1
 is "$(job_events "$ijob" "$t0" | awk '{print $1" "$4}' | tr '\n' ' ')" "2 1 11 50 " "inbox events reached Kafka with the job's event ids"
+
+# --- the inbox's state cannot be forged: set_config of the old recsys_inbox.* settings
+# changes nothing, nested inserts keep their own jobs, the job records the caller
+psql_val "ALTER ROLE recsys_t_reader LOGIN" >/dev/null
+victim_before=$(job_col "$ijob" "status || ' ' || lines || ' ' || events || ' ' || rejected || ' ' || updated_at")
+t0=$(now_ms)
+out=$(psql -X -q -v ON_ERROR_STOP=1 -U recsys_t_reader -c "INSERT INTO recsys.ratings_inbox
+  SELECT CASE WHEN set_config('recsys_inbox.job', '$ijob', true) IS NOT NULL
+               AND set_config('recsys_inbox.line', '99', true) IS NOT NULL
+               AND set_config('recsys_inbox.events', '-5', true) IS NOT NULL THEN '3' END,
+         '1', '4', '964982703'" 2>&1)
+ok $? "an insert into the inbox that calls set_config runs"
+fjob=$(psql_val "SELECT max(job_id) FROM recsys.ingest_jobs WHERE target = 'outbox'")
+is "$(job_col "$ijob" "status || ' ' || lines || ' ' || events || ' ' || rejected || ' ' || updated_at")" "$victim_before" \
+   "another job's row is left alone"
+is "$(job_col "$fjob" "status || ' ' || lines || ' ' || events || ' ' || rejected || ' ' || submitted_by || ' ' || path")" \
+   "succeeded 1 1 0 recsys_t_reader client:recsys_t_reader" "the caller's own job: succeeded, counted, submitted_by the caller"
+# nested inserts (from a function the statement calls), one of them failing in a subtransaction
+psql_val "CREATE OR REPLACE FUNCTION public.recsys_t_nested(fail boolean) RETURNS text LANGUAGE plpgsql AS \$\$
+BEGIN
+  IF fail THEN
+    BEGIN
+      INSERT INTO recsys.ratings_inbox SELECT '3', '1', '4', (1 / (random() * 0)::int)::text;
+    EXCEPTION WHEN division_by_zero THEN NULL;
+    END;
+  ELSE
+    INSERT INTO recsys.ratings_inbox VALUES ('3', '2', '4', '964982703'), ('3', '3', '4', '964982703');
+  END IF;
+  RETURN '3';
+END \$\$; GRANT EXECUTE ON FUNCTION public.recsys_t_nested(boolean) TO recsys_t_reader" >/dev/null
+out=$(psql -X -q -v ON_ERROR_STOP=1 -U recsys_t_reader \
+      -c "INSERT INTO recsys.ratings_inbox SELECT recsys_t_nested(g = 1), '11', '5', '964982703' FROM generate_series(1, 2) g" 2>&1)
+ok $? "nested inserts into the inbox run"
+is "$(psql_val "SELECT string_agg(lines || '/' || events, ' ' ORDER BY job_id) FROM recsys.ingest_jobs WHERE target = 'outbox' AND job_id > $fjob")" \
+   "2/2 2/2" "outer and nested statements each count their own rows"
+njob=$(psql_val "SELECT min(job_id) FROM recsys.ingest_jobs WHERE target = 'outbox' AND job_id > $fjob")
+nnjob=$(psql_val "SELECT max(job_id) FROM recsys.ingest_jobs WHERE target = 'outbox' AND job_id > $fjob")
+wait_for 30 bash -c "[ \$(psql -XtAc 'SELECT count(*) FROM recsys.outbox') = 0 ]"
+sleep 1
+is "$(job_events "$fjob" "$t0" | awk '{print $1" "$3" "$4}' | tr '\n' ' ')" "2 3 1 " \
+   "the caller's event carries its own job's id and line, not the forged ones"
+is "$(job_events "$ijob" "$t0" | wc -l)" 0 "no event under the other job's ids"
+is "$(job_events "$njob" "$t0" | awk '{print $1" "$3" "$4}' | tr '\n' ' ')$(job_events "$nnjob" "$t0" | awk '{print $1" "$3" "$4}' | tr '\n' ' ')" \
+   "2 3 11 3 3 11 2 3 2 3 3 3 " "outer rows keep the outer job's ids; nested rows their own"
+psql_val "DROP FUNCTION public.recsys_t_nested(boolean)" >/dev/null
 
 # --- recsys_rate: validated, transactional
 like "$(psql_err "SELECT recsys_rate(1, 1, 4.2)")" 'invalid rating: rating 4.2 is not between 0.5 and 5 in steps of 0.5' "recsys_rate validates the rating"
