@@ -5,8 +5,9 @@
 #
 # installs and builds everything (scripts/setup.sh), starts the stack (test/stack.sh),
 # writes real MovieLens data (scripts/movielens.sh), loads the catalogue, streams the
-# ratings into Kafka, waits until the archiver has them in MinIO, and shows what each
-# step did. The stack keeps running afterwards: `test/stack.sh env` prints how to
+# ratings into Kafka, waits until the archiver has them in MinIO, aggregates them into
+# ratings, profiles, statistics and neighbours, schedules the daily aggregate with
+# pg_cron, and shows what each step did. The stack keeps running afterwards: `test/stack.sh env` prints how to
 # connect, `test/stack.sh down` stops it.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,4 +28,11 @@ run "SELECT recsys_archive_sync('120 s') AS events_archived"
 run "SELECT topic, partition, count(*) AS objects, sum(events) AS events, max(archived_at) AS last_object FROM recsys.archive_manifest WHERE topic IN (current_setting('recsys.kafka_topic'), 'queue') GROUP BY 1, 2 ORDER BY 1, 2"
 run "SELECT object_key, first_offset, last_offset, events, bytes FROM recsys.archive_manifest ORDER BY archived_at DESC LIMIT 3"
 run "SELECT component, metric, value FROM recsys.status WHERE metric LIKE '%lag' OR metric IN ('mode', 'storage', 'last_flush', 'last_error')"
+run "SELECT * FROM recsys_aggregate()"
+run "SELECT run_id, status, objects, events, duplicates, ratings_changed, users, movies, neighbors_refreshed, round(seconds::numeric, 2) AS seconds, pg_size_pretty(peak_memory_bytes) AS peak_memory FROM recsys.aggregate_runs ORDER BY run_id DESC LIMIT 1"
+run "SELECT p.user_id, p.n_ratings, round(p.mean_rating::numeric, 2) AS mean, p.favorite_genres, (SELECT array_agg(round(s::numeric, 3)) FROM unnest(p.favorite_scores) s) AS scores, (SELECT string_agg(m.title, ' | ' ORDER BY t.i) FROM unnest(p.top_movies[1:5]) WITH ORDINALITY t(id, i) JOIN recsys.movies m ON m.movie_id = t.id) AS top_5 FROM recsys.user_profiles p WHERE p.user_id = 15"
+run "SELECT m.title, s.n_ratings, round(s.mean_rating::numeric, 2) AS mean, round(s.bayes_avg::numeric, 3) AS bayes_avg FROM recsys.movie_stats s JOIN recsys.movies m USING (movie_id) ORDER BY s.bayes_avg DESC, s.movie_id LIMIT 5"
+run "SELECT n.rank, m.title, round(n.similarity::numeric, 3) AS similarity FROM recsys.item_neighbors n JOIN recsys.movies m ON m.movie_id = n.neighbor_id WHERE n.movie_id = 1 ORDER BY n.rank LIMIT 5"
+run "SELECT recsys_schedule('0 3 * * *') AS cron_job_id"
+run "SELECT component, metric, value FROM recsys.status WHERE component = 'aggregate'"
 printf '\nThe stack is still up. Connect with: eval "$(test/stack.sh env)"; psql\n'

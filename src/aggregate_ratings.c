@@ -42,10 +42,11 @@ typedef struct OutRow
 
 typedef struct RowGen
 {
-	OutRow	   *rows;
+	OutRow	   *rows;			/* NULL: the rows of run->r (a first load) */
 	int64		n;
 	int64		i;
 	AggRun	   *run;
+	OutRow		one;
 } RowGen;
 
 static bool rating_row(StringInfo buf, void *arg);
@@ -86,13 +87,19 @@ AggMergeRatings(AggRun *run)
 
 	AggProgressPhase("writing ratings");
 	gen.rows = rows;
-	gen.n = nrows;
+	gen.n = rows ? nrows : run->nr;
 	gen.i = 0;
 	gen.run = run;
-	if (nrows > 0)
+	if (gen.n > 0)
 		BulkCopy("recsys", "ratings", cols, rating_row, &gen);
 	CommandCounterIncrement();
-	pfree(rows);
+	if (rows)
+		pfree(rows);
+	/* run->changes holds what the later steps need; the reduction can go */
+	free(run->r);
+	free(run->ties);
+	run->r = NULL;
+	run->ties = NULL;
 }
 
 /* Is event_id among the candidates? */
@@ -114,8 +121,8 @@ tie_present(const AggTie *c, int n, int64 event_id)
 static void
 lookup_and_merge(AggRun *run, OutRow **out, int64 *nout)
 {
-	OutRow	   *rows = MemoryContextAllocHuge(run->cxt, sizeof(OutRow) * run->nr);
-	bool	   *existed = MemoryContextAllocHuge(run->cxt, sizeof(bool) * run->nr);
+	OutRow	   *rows;
+	bool	   *existed;
 	int64		nrows = 0;
 	int64		i;
 	int64		nchanges = 0;
@@ -124,19 +131,13 @@ lookup_and_merge(AggRun *run, OutRow **out, int64 *nout)
 
 	if (run->first_load)
 	{
+		/* every (user, movie) is new: the rows are written straight from run->r */
 		for (i = 0; i < run->nr; i++)
 		{
 			AggRating  *r = &run->r[i];
 			AggTie	   *w = &run->ties[r->first_tie + r->winner];
 			AggChange  *c = &run->changes[nchanges++];
 
-			rows[nrows].user_id = r->user_id;
-			rows[nrows].movie_id = r->movie_id;
-			rows[nrows].ts = r->ts;
-			rows[nrows].cands = &run->ties[r->first_tie];
-			rows[nrows].ncand = r->ntie;
-			rows[nrows].winner = r->winner;
-			nrows++;
 			c->user_id = r->user_id;
 			c->movie_id = r->movie_id;
 			c->old_halves = 0;
@@ -147,11 +148,13 @@ lookup_and_merge(AggRun *run, OutRow **out, int64 *nout)
 				CHECK_FOR_INTERRUPTS();
 		}
 		run->nchanges = nchanges;
-		*out = rows;
-		*nout = nrows;
-		pfree(existed);
+		*out = NULL;
+		*nout = 0;
 		return;
 	}
+
+	rows = MemoryContextAllocHuge(run->cxt, sizeof(OutRow) * run->nr);
+	existed = MemoryContextAllocHuge(run->cxt, sizeof(bool) * run->nr);
 
 	/* one index probe per (user, movie): a nested loop, whatever the estimates */
 	SPI_execute("SET LOCAL enable_hashjoin = off", false, 0);
@@ -364,7 +367,21 @@ rating_row(StringInfo buf, void *arg)
 
 	if (g->i >= g->n)
 		return false;
-	o = &g->rows[g->i++];
+	if (g->rows)
+		o = &g->rows[g->i++];
+	else
+	{
+		/* a first load: straight from the reduction */
+		AggRating  *r = &g->run->r[g->i++];
+
+		g->one.user_id = r->user_id;
+		g->one.movie_id = r->movie_id;
+		g->one.ts = r->ts;
+		g->one.cands = &g->run->ties[r->first_tie];
+		g->one.ncand = r->ntie;
+		g->one.winner = r->winner;
+		o = &g->one;
+	}
 	w = &o->cands[o->winner];
 	BulkRowBegin(buf, 8);
 	BulkPutInt8(buf, o->user_id);

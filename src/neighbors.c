@@ -89,7 +89,12 @@ AggUpdateNeighbors(AggRun *run)
 	}
 	memset(&t, 0, sizeof(t));
 	if (run->first_load)
+	{
 		triples_from_run(run, &t);
+		/* nothing after this step reads the changes */
+		pfree(run->changes);
+		run->changes = NULL;
+	}
 	else
 		triples_from_table(&t);
 	compute_and_write(run, &t);
@@ -141,21 +146,21 @@ needs_refresh(AggRun *run, int64 *ratings_now)
 	return (double) (since + run->nchanges) >= recsys_neighbors_refresh * (double) Max(base, 1);
 }
 
-/* Every rating, from the run's reduction (recsys.ratings was empty before it). */
+/* Every rating, from the run's changes (recsys.ratings was empty before it). */
 static void
 triples_from_run(AggRun *run, Triples *t)
 {
 	int64		i;
 
-	t->n = run->nr;
+	t->n = run->nchanges;
 	t->user = MemoryContextAllocHuge(run->cxt, sizeof(int64) * Max(t->n, 1));
 	t->movie = MemoryContextAllocHuge(run->cxt, sizeof(int64) * Max(t->n, 1));
 	t->ts = MemoryContextAllocHuge(run->cxt, sizeof(int64) * Max(t->n, 1));
 	for (i = 0; i < t->n; i++)
 	{
-		t->user[i] = run->r[i].user_id;
-		t->movie[i] = run->r[i].movie_id;
-		t->ts[i] = run->r[i].ts;
+		t->user[i] = run->changes[i].user_id;
+		t->movie[i] = run->changes[i].movie_id;
+		t->ts[i] = run->changes[i].new_ts;
 	}
 	t->sorted = true;
 }

@@ -250,8 +250,9 @@ EOF
     fi
     if [ ! -f "$DIR/kafka/data/meta.properties" ]; then
         local cluster_id
+        # a random KRaft cluster id (base64url: it may start with "-", hence --cluster-id=)
         cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-        kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" \
+        kafka_java kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$conf" \
             >>"$DIR/logs/kafka.log" 2>&1 || die "formatting Kafka storage failed; see $DIR/logs/kafka.log"
     fi
     if ! running kafka; then
@@ -284,10 +285,14 @@ start_minio() {
             --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" "$DIR/minio/data"
     fi
     wait_ready minio 60 minio_ready
-    if ! bucket_ready; then
-        s3_curl -f -o /dev/null -X PUT "http://127.0.0.1:$MINIO_PORT/$BUCKET" ||
-            die "creating bucket $BUCKET failed"
-    fi
+    # MinIO may answer 503 for a moment after its health check first passes
+    local i
+    for i in $(seq 1 20); do
+        bucket_ready && break
+        s3_curl -f -o /dev/null -X PUT "http://127.0.0.1:$MINIO_PORT/$BUCKET" 2>/dev/null && break
+        sleep 0.5
+    done
+    bucket_ready || die "creating bucket $BUCKET failed"
 }
 
 # ---------------------------------------------------------------- Redis
