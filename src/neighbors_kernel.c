@@ -79,9 +79,11 @@ typedef struct NbShared
 	const int32_t *order;		/* items by cost, descending */
 	const int32_t *orig;		/* the input's label of each item */
 	NbOutput   *out;
-	int64_t		next;			/* atomic: next position in order */
+	/* the counters written while the others read: a cache line of their own */
+	int64_t		next __attribute__((aligned(64)));	/* atomic: next position */
 	int			stop;			/* atomic: set once interrupted */
 	int			running;		/* atomic: workers not yet finished */
+	char		pad[64 - sizeof(int64_t) - 2 * sizeof(int)];
 } NbShared;
 
 /* One thread's scratch space (index 0 is the calling thread). */
@@ -98,6 +100,7 @@ typedef struct NbWorker
 	void	   *arg;
 	pthread_t	tid;
 	int			started;
+	char		pad[64];		/* no false sharing of ops between workers */
 } NbWorker;
 
 /* A rating to rank while capping a user: later first, then higher item first. */
@@ -118,7 +121,6 @@ static int	check_input(const NbInput *in, const NbParams *p, const NbOutput *out
 						char *err, size_t errlen);
 static int	poll_stop(NbWorker *wk);
 static int	cmp_rated(const void *a, const void *b);
-static int	cmp_int32(const void *a, const void *b);
 static int	cmp_cost(const void *a, const void *b);
 static void heap_sift_down(double *hs, int32_t *hi, int n, int pos);
 static int	compute_row(NbWorker *wk, int32_t i);
@@ -143,13 +145,13 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 				q;
 	int64_t    *cptr_own = NULL,
 			   *iptr = NULL,
-			   *fill = NULL;
+			   *fill = NULL,
+			   *ufill = NULL;
 	int32_t    *citems_own = NULL,
 			   *iusers = NULL,
 			   *order = NULL,
 			   *orig = NULL,
-			   *newid = NULL,
-			   *keep = NULL;
+			   *newid = NULL;
 	const int64_t *cptr;
 	const int32_t *citems;
 	double	   *w = NULL,
@@ -197,13 +199,9 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 		}
 		cptr_own = malloc(sizeof(int64_t) * ((size_t) nu + 1));
 		citems_own = malloc(sizeof(int32_t) * (size_t) (nnz > 0 ? nnz : 1));
-		if (capped)
-		{
-			keep = malloc(sizeof(int32_t) * (size_t) p->user_cap);
-			if (in->user_ts)
-				rated = malloc(sizeof(NbRated) * (size_t) maxn);
-		}
-		if (!cptr_own || !citems_own || (capped && (!keep || (in->user_ts && !rated))))
+		if (capped && in->user_ts)
+			rated = malloc(sizeof(NbRated) * (size_t) maxn);
+		if (!cptr_own || !citems_own || (capped && in->user_ts && !rated))
 			goto oom;
 	}
 	cptr_own[0] = 0;
@@ -232,8 +230,7 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 			qsort(rated, (size_t) n, sizeof(NbRated), cmp_rated);
 			n = p->user_cap;
 			for (q = 0; q < n; q++)
-				keep[q] = rated[q].item;
-			memcpy(citems_own + o, keep, sizeof(int32_t) * (size_t) n);
+				citems_own[o + q] = rated[q].item;	/* in any order: see below */
 		}
 		cptr_own[u + 1] = o + n;
 		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
@@ -241,8 +238,6 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 	}
 	free(rated);
 	rated = NULL;
-	free(keep);
-	keep = NULL;
 
 	/*
 	 * Relabel the items by popularity (raters kept, descending; ties by index), so
@@ -264,41 +259,29 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 		orig[i] = costs[i].item;
 		newid[costs[i].item] = (int32_t) i;
 	}
-	for (u = 0; u < nu; u++)
-	{
-		for (q = cptr_own[u]; q < cptr_own[u + 1]; q++)
-			citems_own[q] = newid[citems_own[q]];
-		qsort(citems_own + cptr_own[u], (size_t) (cptr_own[u + 1] - cptr_own[u]),
-			  sizeof(int32_t), cmp_int32);
-		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
-			goto interrupted;
-	}
-	free(newid);
-	newid = NULL;
 	free(costs);
 	costs = NULL;
-	cptr = cptr_own;
-	citems = citems_own;
 
-	/* the weights, the transpose, W_i and the costs, in user order */
+	/* the weights, the transpose in the new labels (users ascending), W_i, costs */
 	w = malloc(sizeof(double) * (size_t) (nu > 0 ? nu : 1));
 	iptr = calloc((size_t) ni + 1, sizeof(int64_t));
 	fill = malloc(sizeof(int64_t) * (size_t) ni);
+	ufill = malloc(sizeof(int64_t) * (size_t) (nu > 0 ? nu : 1));
 	iusers = malloc(sizeof(int32_t) * (size_t) (nnz > 0 ? nnz : 1));
 	wsum = calloc((size_t) ni, sizeof(double));
 	costs = calloc((size_t) ni, sizeof(NbCost));
-	if (!w || !iptr || !fill || !iusers || !wsum || !costs)
+	if (!w || !iptr || !fill || !ufill || !iusers || !wsum || !costs)
 		goto oom;
 	for (u = 0; u < nu; u++)
 	{
-		int64_t		n = cptr[u + 1] - cptr[u];
+		int64_t		n = cptr_own[u + 1] - cptr_own[u];
 
 		w[u] = n > 0 ? pow((double) n, -p->alpha) : 0.0;
 		if (n > 0 && !(w[u] > 0.0))
 			allpos = 0;
-		for (q = cptr[u]; q < cptr[u + 1]; q++)
+		for (q = cptr_own[u]; q < cptr_own[u + 1]; q++)
 		{
-			int32_t		j = citems[q];
+			int32_t		j = newid[citems_own[q]];
 
 			iptr[j + 1]++;
 			wsum[j] += w[u];
@@ -312,13 +295,30 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 	}
 	for (u = 0; u < nu; u++)
 	{
-		for (q = cptr[u]; q < cptr[u + 1]; q++)
-			iusers[fill[citems[q]]++] = (int32_t) u;
+		for (q = cptr_own[u]; q < cptr_own[u + 1]; q++)
+			iusers[fill[newid[citems_own[q]]]++] = (int32_t) u;
 		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
 			goto interrupted;
 	}
 	free(fill);
 	fill = NULL;
+	free(newid);
+	newid = NULL;
+
+	/* each user's list again from the transpose: new labels, ascending, no sort */
+	for (u = 0; u < nu; u++)
+		ufill[u] = cptr_own[u];
+	for (i = 0; i < ni; i++)
+	{
+		for (q = iptr[i]; q < iptr[i + 1]; q++)
+			citems_own[ufill[iusers[q]]++] = (int32_t) i;
+		if (i % NB_PREP_POLL == 0 && poll_stop(&poller))
+			goto interrupted;
+	}
+	free(ufill);
+	ufill = NULL;
+	cptr = cptr_own;
+	citems = citems_own;
 
 	/* W_i^beta, W_i^(1-beta); the items by cost */
 	wa = malloc(sizeof(double) * (size_t) ni);
@@ -434,11 +434,11 @@ done:
 	}
 	free(cptr_own);
 	free(citems_own);
-	free(keep);
 	free(rated);
 	free(w);
 	free(iptr);
 	free(fill);
+	free(ufill);
 	free(iusers);
 	free(wsum);
 	free(costs);
@@ -567,16 +567,6 @@ cmp_rated(const void *a, const void *b)
 	if (x->ts != y->ts)
 		return x->ts > y->ts ? -1 : 1;
 	return x->item > y->item ? -1 : x->item < y->item;
-}
-
-/* Order item indexes ascending. */
-static int
-cmp_int32(const void *a, const void *b)
-{
-	int32_t		x = *(const int32_t *) a,
-				y = *(const int32_t *) b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* Order items by cost descending, then index ascending. */
