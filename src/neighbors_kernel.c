@@ -56,8 +56,8 @@
 #include "libutil.h"
 #include "neighbors_kernel.h"
 
-#define NB_POLL_OPS		(1 << 20)	/* accumulations between interrupt polls */
-#define NB_PREP_POLL	4096	/* users or items between polls while preparing */
+#define NB_POLL_OPS		(1 << 20)	/* accumulations (or preparation steps) between
+									 * interrupt polls: a few milliseconds */
 #define NB_AHEAD		2		/* prefetch the item list of the user this far on */
 #define NB_AHEAD_FAR	6		/* and the offsets of the user this far on */
 
@@ -120,6 +120,7 @@ typedef struct NbCost
 static int	check_input(const NbInput *in, const NbParams *p, const NbOutput *out,
 						char *err, size_t errlen);
 static int	poll_stop(NbWorker *wk);
+static int	prep_poll(NbWorker *wk, int64_t n);
 static int	cmp_rated(const void *a, const void *b);
 static int	cmp_cost(const void *a, const void *b);
 static void heap_sift_down(double *hs, int32_t *hi, int n, int pos);
@@ -178,6 +179,8 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 	poller.sh = &sh;
 	poller.interrupt = interrupt;
 	poller.arg = arg;
+	if (poll_stop(&poller))
+		return NB_INTERRUPTED;
 
 	/* the ratings each user keeps (input labels) */
 	{
@@ -233,7 +236,7 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 				citems_own[o + q] = rated[q].item;	/* in any order: see below */
 		}
 		cptr_own[u + 1] = o + n;
-		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
+		if (prep_poll(&poller, e - b + 1))
 			goto interrupted;
 	}
 	free(rated);
@@ -287,6 +290,8 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 			wsum[j] += w[u];
 			costs[j].cost += n;
 		}
+		if (prep_poll(&poller, n + 1))
+			goto interrupted;
 	}
 	for (i = 0; i < ni; i++)
 	{
@@ -297,7 +302,7 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 	{
 		for (q = cptr_own[u]; q < cptr_own[u + 1]; q++)
 			iusers[fill[newid[citems_own[q]]]++] = (int32_t) u;
-		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
+		if (prep_poll(&poller, cptr_own[u + 1] - cptr_own[u] + 1))
 			goto interrupted;
 	}
 	free(fill);
@@ -312,7 +317,7 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 	{
 		for (q = iptr[i]; q < iptr[i + 1]; q++)
 			citems_own[ufill[iusers[q]]++] = (int32_t) i;
-		if (i % NB_PREP_POLL == 0 && poll_stop(&poller))
+		if (prep_poll(&poller, iptr[i + 1] - iptr[i] + 1))
 			goto interrupted;
 	}
 	free(ufill);
@@ -555,6 +560,17 @@ poll_stop(NbWorker *wk)
 		return 1;
 	}
 	return 0;
+}
+
+/* Count n steps of preparation; poll once every NB_POLL_OPS of them. */
+static int
+prep_poll(NbWorker *wk, int64_t n)
+{
+	wk->ops += n;
+	if (wk->ops < NB_POLL_OPS)
+		return 0;
+	wk->ops = 0;
+	return poll_stop(wk);
 }
 
 /* Order ratings later first, then higher item first. */
