@@ -21,17 +21,23 @@
  * first; fewer than k when fewer qualify (count[i] says how many, the rest nbr = -1,
  * sim = 0).  sim is not symmetric unless beta = 0.5.
  *
- * Algorithm.  Once, in the calling thread: the capped CSR by user (the input itself
- * when no user is over the cap), the weights, its transpose (item -> users, users
- * ascending) with W_i and each item's cost (sum of n_u over its users), and the items
- * ordered by cost, descending.  Then each thread repeatedly takes the next item i of
- * that order (one atomic counter, so the heavy items go first and the tail balances),
- * accumulates co(i,.) and c(i,.) over u in U_i, j in items(u) into its dense arrays of
- * n_items entries, noting each item touched the first time, scores the touched items
- * into a bounded heap of k (partial selection), writes row i and clears only the
- * touched entries.  Time is O(sum over users of n_u^2), memory O(nnz + threads *
- * n_items) besides the caller's arrays.  When min_common <= 1 and every weight is
- * positive the counts are not kept at all (a zero sum marks an untouched item).
+ * Algorithm.  Once, in the calling thread: each user's kept ratings; the items
+ * relabelled by popularity (raters kept, descending), so that the dense entries
+ * touched most often share a few cache lines (rows, output and ties stay in the
+ * input's labels); the weights; the transpose (item -> users, users ascending) with
+ * W_i and each item's cost (sum of n_u over its users); the users' lists rebuilt from
+ * the transpose (new labels, ascending, no sort); the items ordered by cost,
+ * descending.  Then each thread repeatedly takes the next item i of that order (one
+ * atomic counter: the heavy items go first and the tail balances), accumulates
+ * co(i,.) and c(i,.) over u in U_i, j in items(u) into its dense arrays of n_items
+ * entries (prefetching the next users' lists, which lie all over memory), noting each
+ * item touched the first time, scores the touched items into a bounded heap of k
+ * (partial selection), writes row i and clears only the touched entries.  Time is
+ * O(sum over users of n_u^2), memory O(nnz + threads * n_items) besides the caller's
+ * arrays: about 8 bytes per kept rating, 24 per user and 70 per item, 16 per item
+ * and thread (and 16 per rating of the heaviest user, to cap it).  When
+ * min_common <= 1 and every weight is positive the counts are not kept at all (a
+ * zero sum marks an untouched item).
  *
  * Determinism.  Row i is computed by one thread alone, summing in double precision in
  * a fixed order (users ascending), so every row is bit-identical whatever the thread
@@ -39,9 +45,9 @@
  *
  * Threads and interrupts.  threads - 1 workers are started with every signal blocked
  * (this runs inside a PostgreSQL backend: its handlers must only run on the calling
- * thread); the calling thread works too and polls interrupt() every NB_POLL_OPS
- * accumulations (a few milliseconds), and every few milliseconds while it waits for
- * the workers.  A nonzero poll sets a shared flag that the workers test at the same
+ * thread); the calling thread works too and polls interrupt() on entry, then every
+ * NB_POLL_OPS steps of preparation or accumulation (a few milliseconds), and every 2
+ * ms while it waits for the workers.  A nonzero poll sets a shared flag that the workers test at the same
  * cadence; everyone stops, the workers are joined and NB_INTERRUPTED is returned.
  * Workers call nothing but libc; everything they use is allocated before they start,
  * so they cannot fail.  If a worker cannot be started the others (and the calling
