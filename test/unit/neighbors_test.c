@@ -564,6 +564,34 @@ main(void)
 		inst_free(&cp);
 	}
 
+	/* a user with no ratings in the middle; no users at all; no items at all */
+	{
+		static const int32_t lists[] = {0, 1, -1, -1, 1, 2, -1};
+		Inst		em;
+
+		inst_from_lists(&em, 3, 3, lists, NULL);
+		p = params(2);
+		p.threads = 2;
+		p.alpha = 1.0;
+		out_init(&out, 3, 2);
+		rc = run(&em, &p, &out, NULL, NULL, err, sizeof(err));
+		ok(rc == NB_OK &&
+		   row_is(&out, 1, 2, (int32_t[]) {0, 2}, (double[]) {0.70710678, 0.70710678}),
+		   "a user without ratings is skipped");
+		out_free(&out);
+		em.n_users = 0;
+		out_init(&out, 3, 2);
+		rc = run(&em, &p, &out, NULL, NULL, err, sizeof(err));
+		ok(rc == NB_OK && row_is(&out, 0, 0, NULL, NULL) && row_is(&out, 1, 0, NULL, NULL) &&
+		   row_is(&out, 2, 0, NULL, NULL), "no users: every row empty");
+		out_free(&out);
+		em.n_items = 0;
+		out_init(&out, 1, 2);
+		ok(run(&em, &p, &out, NULL, NULL, err, sizeof(err)) == NB_OK, "no items: NB_OK");
+		out_free(&out);
+		inst_free(&em);
+	}
+
 	/* bad input and parameters */
 	{
 		int32_t		saved = fx.items[1];
