@@ -21,17 +21,23 @@
  * first; fewer than k when fewer qualify (count[i] says how many, the rest nbr = -1,
  * sim = 0).  sim is not symmetric unless beta = 0.5.
  *
- * Algorithm.  Once, in the calling thread: the capped CSR by user (the input itself
- * when no user is over the cap), the weights, its transpose (item -> users, users
- * ascending) with W_i and each item's cost (sum of n_u over its users), and the items
- * ordered by cost, descending.  Then each thread repeatedly takes the next item i of
- * that order (one atomic counter, so the heavy items go first and the tail balances),
- * accumulates co(i,.) and c(i,.) over u in U_i, j in items(u) into its dense arrays of
- * n_items entries, noting each item touched the first time, scores the touched items
- * into a bounded heap of k (partial selection), writes row i and clears only the
- * touched entries.  Time is O(sum over users of n_u^2), memory O(nnz + threads *
- * n_items) besides the caller's arrays.  When min_common <= 1 and every weight is
- * positive the counts are not kept at all (a zero sum marks an untouched item).
+ * Algorithm.  Once, in the calling thread: each user's kept ratings; the items
+ * relabelled by popularity (raters kept, descending), so that the dense entries
+ * touched most often share a few cache lines (rows, output and ties stay in the
+ * input's labels); the weights; the transpose (item -> users, users ascending) with
+ * W_i and each item's cost (sum of n_u over its users); the users' lists rebuilt from
+ * the transpose (new labels, ascending, no sort); the items ordered by cost,
+ * descending.  Then each thread repeatedly takes the next item i of that order (one
+ * atomic counter: the heavy items go first and the tail balances), accumulates
+ * co(i,.) and c(i,.) over u in U_i, j in items(u) into its dense arrays of n_items
+ * entries (prefetching the next users' lists, which lie all over memory), noting each
+ * item touched the first time, scores the touched items into a bounded heap of k
+ * (partial selection), writes row i and clears only the touched entries.  Time is
+ * O(sum over users of n_u^2), memory O(nnz + threads * n_items) besides the caller's
+ * arrays: about 8 bytes per kept rating, 24 per user and 70 per item, 16 per item
+ * and thread (and 16 per rating of the heaviest user, to cap it).  When
+ * min_common <= 1 and every weight is positive the counts are not kept at all (a
+ * zero sum marks an untouched item).
  *
  * Determinism.  Row i is computed by one thread alone, summing in double precision in
  * a fixed order (users ascending), so every row is bit-identical whatever the thread
@@ -39,9 +45,9 @@
  *
  * Threads and interrupts.  threads - 1 workers are started with every signal blocked
  * (this runs inside a PostgreSQL backend: its handlers must only run on the calling
- * thread); the calling thread works too and polls interrupt() every NB_POLL_OPS
- * accumulations (a few milliseconds), and every few milliseconds while it waits for
- * the workers.  A nonzero poll sets a shared flag that the workers test at the same
+ * thread); the calling thread works too and polls interrupt() on entry, then every
+ * NB_POLL_OPS steps of preparation or accumulation (a few milliseconds), and every 2
+ * ms while it waits for the workers.  A nonzero poll sets a shared flag that the workers test at the same
  * cadence; everyone stops, the workers are joined and NB_INTERRUPTED is returned.
  * Workers call nothing but libc; everything they use is allocated before they start,
  * so they cannot fail.  If a worker cannot be started the others (and the calling
@@ -56,8 +62,8 @@
 #include "libutil.h"
 #include "neighbors_kernel.h"
 
-#define NB_POLL_OPS		(1 << 20)	/* accumulations between interrupt polls */
-#define NB_PREP_POLL	4096	/* users or items between polls while preparing */
+#define NB_POLL_OPS		(1 << 20)	/* accumulations (or preparation steps) between
+									 * interrupt polls: a few milliseconds */
 #define NB_AHEAD		2		/* prefetch the item list of the user this far on */
 #define NB_AHEAD_FAR	6		/* and the offsets of the user this far on */
 
@@ -79,9 +85,11 @@ typedef struct NbShared
 	const int32_t *order;		/* items by cost, descending */
 	const int32_t *orig;		/* the input's label of each item */
 	NbOutput   *out;
-	int64_t		next;			/* atomic: next position in order */
+	/* the counters written while the others read: a cache line of their own */
+	int64_t		next __attribute__((aligned(64)));	/* atomic: next position */
 	int			stop;			/* atomic: set once interrupted */
 	int			running;		/* atomic: workers not yet finished */
+	char		pad[64 - sizeof(int64_t) - 2 * sizeof(int)];
 } NbShared;
 
 /* One thread's scratch space (index 0 is the calling thread). */
@@ -98,6 +106,7 @@ typedef struct NbWorker
 	void	   *arg;
 	pthread_t	tid;
 	int			started;
+	char		pad[64];		/* no false sharing of ops between workers */
 } NbWorker;
 
 /* A rating to rank while capping a user: later first, then higher item first. */
@@ -117,8 +126,8 @@ typedef struct NbCost
 static int	check_input(const NbInput *in, const NbParams *p, const NbOutput *out,
 						char *err, size_t errlen);
 static int	poll_stop(NbWorker *wk);
+static int	prep_poll(NbWorker *wk, int64_t n);
 static int	cmp_rated(const void *a, const void *b);
-static int	cmp_int32(const void *a, const void *b);
 static int	cmp_cost(const void *a, const void *b);
 static void heap_sift_down(double *hs, int32_t *hi, int n, int pos);
 static int	compute_row(NbWorker *wk, int32_t i);
@@ -143,13 +152,13 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 				q;
 	int64_t    *cptr_own = NULL,
 			   *iptr = NULL,
-			   *fill = NULL;
+			   *fill = NULL,
+			   *ufill = NULL;
 	int32_t    *citems_own = NULL,
 			   *iusers = NULL,
 			   *order = NULL,
 			   *orig = NULL,
-			   *newid = NULL,
-			   *keep = NULL;
+			   *newid = NULL;
 	const int64_t *cptr;
 	const int32_t *citems;
 	double	   *w = NULL,
@@ -176,6 +185,8 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 	poller.sh = &sh;
 	poller.interrupt = interrupt;
 	poller.arg = arg;
+	if (poll_stop(&poller))
+		return NB_INTERRUPTED;
 
 	/* the ratings each user keeps (input labels) */
 	{
@@ -197,13 +208,9 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 		}
 		cptr_own = malloc(sizeof(int64_t) * ((size_t) nu + 1));
 		citems_own = malloc(sizeof(int32_t) * (size_t) (nnz > 0 ? nnz : 1));
-		if (capped)
-		{
-			keep = malloc(sizeof(int32_t) * (size_t) p->user_cap);
-			if (in->user_ts)
-				rated = malloc(sizeof(NbRated) * (size_t) maxn);
-		}
-		if (!cptr_own || !citems_own || (capped && (!keep || (in->user_ts && !rated))))
+		if (capped && in->user_ts)
+			rated = malloc(sizeof(NbRated) * (size_t) maxn);
+		if (!cptr_own || !citems_own || (capped && in->user_ts && !rated))
 			goto oom;
 	}
 	cptr_own[0] = 0;
@@ -232,17 +239,14 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 			qsort(rated, (size_t) n, sizeof(NbRated), cmp_rated);
 			n = p->user_cap;
 			for (q = 0; q < n; q++)
-				keep[q] = rated[q].item;
-			memcpy(citems_own + o, keep, sizeof(int32_t) * (size_t) n);
+				citems_own[o + q] = rated[q].item;	/* in any order: see below */
 		}
 		cptr_own[u + 1] = o + n;
-		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
+		if (prep_poll(&poller, e - b + 1))
 			goto interrupted;
 	}
 	free(rated);
 	rated = NULL;
-	free(keep);
-	keep = NULL;
 
 	/*
 	 * Relabel the items by popularity (raters kept, descending; ties by index), so
@@ -264,46 +268,36 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 		orig[i] = costs[i].item;
 		newid[costs[i].item] = (int32_t) i;
 	}
-	for (u = 0; u < nu; u++)
-	{
-		for (q = cptr_own[u]; q < cptr_own[u + 1]; q++)
-			citems_own[q] = newid[citems_own[q]];
-		qsort(citems_own + cptr_own[u], (size_t) (cptr_own[u + 1] - cptr_own[u]),
-			  sizeof(int32_t), cmp_int32);
-		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
-			goto interrupted;
-	}
-	free(newid);
-	newid = NULL;
 	free(costs);
 	costs = NULL;
-	cptr = cptr_own;
-	citems = citems_own;
 
-	/* the weights, the transpose, W_i and the costs, in user order */
+	/* the weights, the transpose in the new labels (users ascending), W_i, costs */
 	w = malloc(sizeof(double) * (size_t) (nu > 0 ? nu : 1));
 	iptr = calloc((size_t) ni + 1, sizeof(int64_t));
 	fill = malloc(sizeof(int64_t) * (size_t) ni);
+	ufill = malloc(sizeof(int64_t) * (size_t) (nu > 0 ? nu : 1));
 	iusers = malloc(sizeof(int32_t) * (size_t) (nnz > 0 ? nnz : 1));
 	wsum = calloc((size_t) ni, sizeof(double));
 	costs = calloc((size_t) ni, sizeof(NbCost));
-	if (!w || !iptr || !fill || !iusers || !wsum || !costs)
+	if (!w || !iptr || !fill || !ufill || !iusers || !wsum || !costs)
 		goto oom;
 	for (u = 0; u < nu; u++)
 	{
-		int64_t		n = cptr[u + 1] - cptr[u];
+		int64_t		n = cptr_own[u + 1] - cptr_own[u];
 
 		w[u] = n > 0 ? pow((double) n, -p->alpha) : 0.0;
 		if (n > 0 && !(w[u] > 0.0))
 			allpos = 0;
-		for (q = cptr[u]; q < cptr[u + 1]; q++)
+		for (q = cptr_own[u]; q < cptr_own[u + 1]; q++)
 		{
-			int32_t		j = citems[q];
+			int32_t		j = newid[citems_own[q]];
 
 			iptr[j + 1]++;
 			wsum[j] += w[u];
 			costs[j].cost += n;
 		}
+		if (prep_poll(&poller, n + 1))
+			goto interrupted;
 	}
 	for (i = 0; i < ni; i++)
 	{
@@ -312,13 +306,30 @@ NeighborsCompute(const NbInput *in, const NbParams *p, NbOutput *out,
 	}
 	for (u = 0; u < nu; u++)
 	{
-		for (q = cptr[u]; q < cptr[u + 1]; q++)
-			iusers[fill[citems[q]]++] = (int32_t) u;
-		if (u % NB_PREP_POLL == 0 && poll_stop(&poller))
+		for (q = cptr_own[u]; q < cptr_own[u + 1]; q++)
+			iusers[fill[newid[citems_own[q]]]++] = (int32_t) u;
+		if (prep_poll(&poller, cptr_own[u + 1] - cptr_own[u] + 1))
 			goto interrupted;
 	}
 	free(fill);
 	fill = NULL;
+	free(newid);
+	newid = NULL;
+
+	/* each user's list again from the transpose: new labels, ascending, no sort */
+	for (u = 0; u < nu; u++)
+		ufill[u] = cptr_own[u];
+	for (i = 0; i < ni; i++)
+	{
+		for (q = iptr[i]; q < iptr[i + 1]; q++)
+			citems_own[ufill[iusers[q]]++] = (int32_t) i;
+		if (prep_poll(&poller, iptr[i + 1] - iptr[i] + 1))
+			goto interrupted;
+	}
+	free(ufill);
+	ufill = NULL;
+	cptr = cptr_own;
+	citems = citems_own;
 
 	/* W_i^beta, W_i^(1-beta); the items by cost */
 	wa = malloc(sizeof(double) * (size_t) ni);
@@ -434,11 +445,11 @@ done:
 	}
 	free(cptr_own);
 	free(citems_own);
-	free(keep);
 	free(rated);
 	free(w);
 	free(iptr);
 	free(fill);
+	free(ufill);
 	free(iusers);
 	free(wsum);
 	free(costs);
@@ -557,6 +568,17 @@ poll_stop(NbWorker *wk)
 	return 0;
 }
 
+/* Count n steps of preparation; poll once every NB_POLL_OPS of them. */
+static int
+prep_poll(NbWorker *wk, int64_t n)
+{
+	wk->ops += n;
+	if (wk->ops < NB_POLL_OPS)
+		return 0;
+	wk->ops = 0;
+	return poll_stop(wk);
+}
+
 /* Order ratings later first, then higher item first. */
 static int
 cmp_rated(const void *a, const void *b)
@@ -567,16 +589,6 @@ cmp_rated(const void *a, const void *b)
 	if (x->ts != y->ts)
 		return x->ts > y->ts ? -1 : 1;
 	return x->item > y->item ? -1 : x->item < y->item;
-}
-
-/* Order item indexes ascending. */
-static int
-cmp_int32(const void *a, const void *b)
-{
-	int32_t		x = *(const int32_t *) a,
-				y = *(const int32_t *) b;
-
-	return x < y ? -1 : x > y;
 }
 
 /* Order items by cost descending, then index ascending. */

@@ -564,6 +564,34 @@ main(void)
 		inst_free(&cp);
 	}
 
+	/* a user with no ratings in the middle; no users at all; no items at all */
+	{
+		static const int32_t lists[] = {0, 1, -1, -1, 1, 2, -1};
+		Inst		em;
+
+		inst_from_lists(&em, 3, 3, lists, NULL);
+		p = params(2);
+		p.threads = 2;
+		p.alpha = 1.0;
+		out_init(&out, 3, 2);
+		rc = run(&em, &p, &out, NULL, NULL, err, sizeof(err));
+		ok(rc == NB_OK &&
+		   row_is(&out, 1, 2, (int32_t[]) {0, 2}, (double[]) {0.70710678, 0.70710678}),
+		   "a user without ratings is skipped");
+		out_free(&out);
+		em.n_users = 0;
+		out_init(&out, 3, 2);
+		rc = run(&em, &p, &out, NULL, NULL, err, sizeof(err));
+		ok(rc == NB_OK && row_is(&out, 0, 0, NULL, NULL) && row_is(&out, 1, 0, NULL, NULL) &&
+		   row_is(&out, 2, 0, NULL, NULL), "no users: every row empty");
+		out_free(&out);
+		em.n_items = 0;
+		out_init(&out, 1, 2);
+		ok(run(&em, &p, &out, NULL, NULL, err, sizeof(err)) == NB_OK, "no items: NB_OK");
+		out_free(&out);
+		inst_free(&em);
+	}
+
 	/* bad input and parameters */
 	{
 		int32_t		saved = fx.items[1];
@@ -651,8 +679,9 @@ main(void)
 	}
 
 	/*
-	 * Interrupts at the 1st, 8th and 30th poll, with 1 and 2 threads.  Preparing
-	 * 20000 users polls 16 times; the work (about 1e8 accumulations) about 100 times.
+	 * Interrupts at the 1st, 3rd and 30th poll, with 1 and 2 threads.  The kernel
+	 * polls on entry, then every 2^20 steps: preparing 20000 users (1.2M ratings)
+	 * polls about 5 times, the work (about 8e7 accumulations) about 80 times.
 	 */
 	{
 		Inst		big;
@@ -662,7 +691,7 @@ main(void)
 		for (th = 1; th <= 2; th++)
 		{
 			Poll		at_once = {0, 1},
-						prep = {0, 8},
+						prep = {0, 3},
 						later = {0, 30};
 			char		what[128];
 
@@ -674,8 +703,8 @@ main(void)
 			ok(rc == NB_INTERRUPTED && at_once.calls == 1, what);
 			rc = run(&big, &p, &out, poll_cb, &prep, err, sizeof(err));
 			snprintf(what, sizeof(what), "%d thread(s): interrupted while preparing "
-					 "(8th poll), not polled again", th);
-			ok(rc == NB_INTERRUPTED && prep.calls == 8, what);
+					 "(3rd poll), not polled again", th);
+			ok(rc == NB_INTERRUPTED && prep.calls == 3, what);
 			rc = run(&big, &p, &out, poll_cb, &later, err, sizeof(err));
 			snprintf(what, sizeof(what), "%d thread(s): interrupted during the work "
 					 "(30th poll), not polled again", th);
