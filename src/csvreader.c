@@ -183,15 +183,15 @@ field_cb(void *data, size_t len, void *arg)
 	if (r->nfields == r->maxfields)
 	{
 		int			n = r->maxfields * 2;
+		size_t	   *o;
+		size_t	   *l;
 
 		if (n > CSV_MAX_FIELDS)
 		{
 			r->overflow = true;
 			return;
 		}
-		size_t	   *o = realloc(r->offsets, n * sizeof(size_t));
-		size_t	   *l;
-
+		o = realloc(r->offsets, n * sizeof(size_t));
 		if (o == NULL)
 		{
 			r->overflow = true;
