@@ -12,7 +12,8 @@
  *
  * Bad records (see csvreader.h) are returned with an error, never raised, so a
  * caller in 'reject' mode goes on:
- * - a field with a NUL byte is flagged by the field callback (memchr);
+ * - a NUL byte is looked for once a line (memchr), then in each field of that record
+ *   by the field callback, to name the field;
  * - a record growing past CSV_MAX_RECORD bytes (or CSV_MAX_FIELDS fields) switches
  *   the reader to skipping: libcsv is still fed, so it finds the record's real end
  *   (quotes included), but fields are dropped and libcsv's entry buffer is cut back
@@ -56,6 +57,7 @@ struct CsvReader
 	char	   *path;
 	int64_t		size;
 	int64_t		consumed;		/* bytes handed to libcsv */
+	int64_t		furthest;		/* the most consumed ever was (re-reads go back) */
 	struct csv_parser parser;
 
 	char	   *buf;			/* read buffer */
@@ -84,7 +86,8 @@ struct CsvReader
 	bool		overflow;		/* out of memory or record too long */
 	bool		skipping;		/* record too long: dropping it up to its end */
 	bool		unterminated;	/* the file ended inside a quoted field */
-	int			nul_field;		/* 1-based field holding a NUL byte, or 0 */
+	bool		has_nul;		/* a line of the record holds a NUL byte */
+	int			nul_field;		/* 1-based field holding it, or 0 */
 	int64_t		first_line_end; /* offset after the record's first line, or -1 */
 	int64_t		last_line;		/* last line the record takes */
 	char		raw[CSV_RAW_MAX + 1];
@@ -227,7 +230,7 @@ field_cb(void *data, size_t len, void *arg)
 	r->arena[r->arena_used + len] = '\0';
 	if (r->utf8_ok && !CsvValidUtf8(data, len))
 		r->utf8_ok = false;
-	if (r->nul_field == 0 && len > 0 && memchr(data, '\0', len) != NULL)
+	if (r->has_nul && r->nul_field == 0 && len > 0 && memchr(data, '\0', len) != NULL)
 		r->nul_field = r->nfields + 1;
 	r->offsets[r->nfields] = r->arena_used;
 	r->lens[r->nfields] = len;
@@ -256,6 +259,7 @@ record_reset(CsvReader *r)
 	r->overflow = false;
 	r->skipping = false;
 	r->unterminated = false;
+	r->has_nul = false;
 	r->nul_field = 0;
 	r->first_line_end = -1;
 	r->last_line = r->line;
@@ -353,6 +357,8 @@ resume(CsvReader *r, char *err, size_t errlen)
 	r->eof = false;
 	r->finished = false;
 	r->first_block = false;
+	if (r->consumed > r->furthest)
+		r->furthest = r->consumed;
 	r->consumed = r->resume_off;
 	r->line = r->resume_line;
 	r->resume_off = -1;
@@ -577,6 +583,9 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 			}
 			raw_append(r, start, rn);
 		}
+		/* one scan a line; the field callback then looks for the field that has it */
+		if (!r->has_nul && memchr(start, '\0', n) != NULL)
+			r->has_nul = true;
 		if (csv_parse(&r->parser, start, n, field_cb, record_cb, r) != n)
 		{
 			LibSetError(err, errlen, "could not parse file \"%s\" at line %lld: %s",
@@ -687,12 +696,14 @@ CsvReaderHeaderWidth(const CsvReader *r)
 	return r->header_width;
 }
 
+/* Bytes read so far: never less than before a re-read. */
 int64_t
 CsvReaderBytesRead(const CsvReader *r)
 {
-	return r->consumed;
+	return r->consumed > r->furthest ? r->consumed : r->furthest;
 }
 
+/* The file's size when it was opened. */
 int64_t
 CsvReaderSize(const CsvReader *r)
 {

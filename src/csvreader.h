@@ -74,7 +74,7 @@ extern int	CsvReaderHeaderWidth(const CsvReader *r);
  */
 extern int	CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen);
 
-/* Bytes consumed so far, and the file's size when opened. */
+/* Bytes consumed so far (the furthest point reached), and the file's size when opened. */
 extern int64_t CsvReaderBytesRead(const CsvReader *r);
 extern int64_t CsvReaderSize(const CsvReader *r);
 
