@@ -45,7 +45,12 @@
 #ifndef CSV_BUFSIZE
 #define CSV_BUFSIZE		(1024 * 1024)	/* a fuzzing build makes it tiny */
 #endif
-#define CSV_MAX_FIELDS	65536
+#ifndef CSV_MAX_FIELDS
+#define CSV_MAX_FIELDS	65536	/* fields in one record, at most */
+#endif
+#ifndef CSV_ARENA_INIT
+#define CSV_ARENA_INIT	4096	/* first size of the record's arena */
+#endif
 
 /* libcsv's parser states (libcsv.c) */
 #define LIBCSV_ROW_NOT_BEGUN	0
@@ -451,7 +456,7 @@ CsvReaderOpen(const char *path, char *err, size_t errlen)
 	r->resume_off = -1;
 	r->path = strdup(path);
 	r->buf = malloc(CSV_BUFSIZE);
-	r->arena_size = 4096;
+	r->arena_size = CSV_ARENA_INIT;
 	r->arena = malloc(r->arena_size);
 	r->maxfields = 16;
 	r->offsets = malloc(r->maxfields * sizeof(size_t));

@@ -2,11 +2,13 @@
  * ingest.c: the SQL surface of ingestion.
  *
  * - recsys_load_movies(path): movies.csv into recsys.movies, upserted in batches in
- *   the caller's transaction (one transaction: a bad row fails the whole load).
+ *   the caller's transaction (one transaction: a bad row, or a record the reader
+ *   cannot use, fails the whole load).
  * - recsys_ingest_csv(path, async, on_error): checks the caller's right to read
- *   server files and the file itself (so a missing file, a directory or missing
- *   columns fail at once, in both modes), then starts a "recsys ingest" background
- *   worker (ingest_worker.c) and talks to it through a dynamic shared memory segment.
+ *   server files and the file itself (so a missing file, anything but a regular file
+ *   or missing columns fail at once, in both modes), then starts a "recsys ingest"
+ *   background worker (ingest_worker.c) and talks to it through a dynamic shared
+ *   memory segment.
  *   Synchronous: wait on our latch until the worker is done, re-raise its error; a
  *   cancel or statement_timeout terminates the worker (which marks its job failed).
  *   Async: return once the worker has committed the job row.
