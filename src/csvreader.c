@@ -667,6 +667,11 @@ CsvReaderHeader(CsvReader *r, int n, const char *const *names, int *index,
 	}
 	if (rec->error)
 	{
+		/* the caller stops here: whether reading would resume does not matter */
+		char	   *cut = strstr(r->error, "; reading resumed");
+
+		if (cut)
+			*cut = '\0';
 		LibSetError(err, errlen, "header of file \"%s\" is unreadable: %s", r->path, rec->error);
 		return -1;
 	}

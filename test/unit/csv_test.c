@@ -309,6 +309,18 @@ main(int argc, char **argv)
 		   CsvReaderHeaderWidth(r) == 5, "a duplicate of an unused column is harmless; header width");
 		CsvReaderClose(r);
 	}
+	/* an unterminated quote in the header */
+	{
+		const char	data[] = "userId,\"movieId,rating,timestamp\n1,2,3,4\n";
+
+		path = write_tmp(data, sizeof(data) - 1);
+		r = CsvReaderOpen(path, err, sizeof(err));
+		ok(CsvReaderHeader(r, 4, names, idx, err, sizeof(err)) == -1 &&
+		   strstr(err, "is unreadable: unterminated quoted field starting at line 1: no closing quote in the 2 lines to the end of the file") &&
+		   !strstr(err, "resumed"), "an unterminated quote in the header is an error");
+		printf("# %s\n", err);
+		CsvReaderClose(r);
+	}
 	/* a NUL byte in the header */
 	{
 		const char	data[] = "userId\0x,movieId,rating,timestamp\n";
