@@ -33,6 +33,7 @@ PACKAGES=(
     libcsv-dev libjansson-dev libxml2-dev zlib1g-dev libcurl4-openssl-dev libssl-dev
     librdkafka-dev libhiredis-dev
     redis-server redis-tools kcat curl python3 ca-certificates valgrind procps unzip
+    clang-14 libclang-rt-14-dev
     openjdk-17-jre-headless maven
     docker-compose r-cran-dslabs r-base-core
 )

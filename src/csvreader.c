@@ -9,6 +9,21 @@
  * owned by the reader; its record callback marks the record complete, and the pull
  * API returns it.  The arena and the raw buffer are reused for every record, so
  * memory stays at one block plus the largest record (capped at CSV_MAX_RECORD).
+ *
+ * Bad records (see csvreader.h) are returned with an error, never raised, so a
+ * caller in 'reject' mode goes on:
+ * - a NUL byte is looked for once a line (memchr), then in each field of that record
+ *   by the field callback, to name the field;
+ * - a record growing past CSV_MAX_RECORD bytes (or CSV_MAX_FIELDS fields) switches
+ *   the reader to skipping: libcsv is still fed, so it finds the record's real end
+ *   (quotes included), but fields are dropped and libcsv's entry buffer is cut back
+ *   to its last few bytes after each line, so memory stays bounded however long the
+ *   record is;
+ * - at the end of the file, libcsv in a quoted field (pstate FIELD_BEGUN, quoted)
+ *   means the quote never closed: the record is reported at its first line with the
+ *   count of lines it took, and the next call seeks back to the start of that
+ *   record's second line and reads on from there with a fresh parser.  The records
+ *   after the opening line were swallowed, never returned, so none is returned twice.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -27,7 +42,19 @@
 
 #include <csv.h>
 
-#define CSV_BUFSIZE		(1024 * 1024)
+#ifndef CSV_BUFSIZE
+#define CSV_BUFSIZE		(1024 * 1024)	/* a fuzzing build makes it tiny */
+#endif
+#ifndef CSV_MAX_FIELDS
+#define CSV_MAX_FIELDS	65536	/* fields in one record, at most */
+#endif
+#ifndef CSV_ARENA_INIT
+#define CSV_ARENA_INIT	4096	/* first size of the record's arena */
+#endif
+
+/* libcsv's parser states (libcsv.c) */
+#define LIBCSV_ROW_NOT_BEGUN	0
+#define LIBCSV_FIELD_BEGUN		2
 
 struct CsvReader
 {
@@ -35,6 +62,7 @@ struct CsvReader
 	char	   *path;
 	int64_t		size;
 	int64_t		consumed;		/* bytes handed to libcsv */
+	int64_t		furthest;		/* the most consumed ever was (re-reads go back) */
 	struct csv_parser parser;
 
 	char	   *buf;			/* read buffer */
@@ -45,6 +73,10 @@ struct CsvReader
 	bool		first_block;	/* BOM check pending */
 
 	int64_t		line;			/* number of the line being fed (1-based) */
+	int			header_width;	/* fields in the header */
+	int			resumes;		/* re-reads after unterminated quotes so far */
+	int64_t		resume_off;		/* >= 0: re-read from this byte at the next call */
+	int64_t		resume_line;	/* ... which starts this line */
 
 	/* the record being assembled */
 	char	   *arena;
@@ -57,8 +89,15 @@ struct CsvReader
 	bool		utf8_ok;
 	bool		complete;
 	bool		overflow;		/* out of memory or record too long */
+	bool		skipping;		/* record too long: dropping it up to its end */
+	bool		unterminated;	/* the file ended inside a quoted field */
+	bool		has_nul;		/* a line of the record holds a NUL byte */
+	int			nul_field;		/* 1-based field holding it, or 0 */
+	int64_t		first_line_end; /* offset after the record's first line, or -1 */
+	int64_t		last_line;		/* last line the record takes */
 	char		raw[CSV_RAW_MAX + 1];
 	size_t		raw_len;
+	char		error[CSV_ERROR_MAX];
 
 	CsvRecord	rec;
 	char	  **fieldptrs;
@@ -72,6 +111,11 @@ static int	is_term(unsigned char c);
 static void record_reset(CsvReader *r);
 static void raw_append(CsvReader *r, const char *s, size_t n);
 static int	fill(CsvReader *r, char *err, size_t errlen);
+static void check_length(CsvReader *r);
+static void trim_entry(CsvReader *r);
+static void record_error(CsvReader *r);
+static int	resume(CsvReader *r, char *err, size_t errlen);
+static int	check_regular(const char *path, const struct stat *st, char *err, size_t errlen);
 
 /* Blanks around unquoted fields, and the CR of CRLF. */
 static int
@@ -147,9 +191,15 @@ field_cb(void *data, size_t len, void *arg)
 	if (r->nfields == r->maxfields)
 	{
 		int			n = r->maxfields * 2;
-		size_t	   *o = realloc(r->offsets, n * sizeof(size_t));
+		size_t	   *o;
 		size_t	   *l;
 
+		if (n > CSV_MAX_FIELDS)
+		{
+			r->overflow = true;
+			return;
+		}
+		o = realloc(r->offsets, n * sizeof(size_t));
 		if (o == NULL)
 		{
 			r->overflow = true;
@@ -185,6 +235,8 @@ field_cb(void *data, size_t len, void *arg)
 	r->arena[r->arena_used + len] = '\0';
 	if (r->utf8_ok && !CsvValidUtf8(data, len))
 		r->utf8_ok = false;
+	if (r->has_nul && r->nul_field == 0 && len > 0 && memchr(data, '\0', len) != NULL)
+		r->nul_field = r->nfields + 1;
 	r->offsets[r->nfields] = r->arena_used;
 	r->lens[r->nfields] = len;
 	r->nfields++;
@@ -209,8 +261,114 @@ record_reset(CsvReader *r)
 	r->arena_used = 0;
 	r->utf8_ok = true;
 	r->complete = false;
+	r->overflow = false;
+	r->skipping = false;
+	r->unterminated = false;
+	r->has_nul = false;
+	r->nul_field = 0;
+	r->first_line_end = -1;
+	r->last_line = r->line;
 	r->raw_len = 0;
 	r->rec.line = r->line;
+	r->rec.error = NULL;
+}
+
+/* Once the record is too long, drop it, but read on to its real end. */
+static void
+check_length(CsvReader *r)
+{
+	if (!r->skipping &&
+		(r->overflow ||
+		 r->arena_used + (r->complete ? 0 : r->parser.entry_pos) > CSV_MAX_RECORD))
+	{
+		r->skipping = true;
+		r->overflow = true;
+	}
+}
+
+/*
+ * While skipping a too long record, drop what libcsv holds of the current field but
+ * its last spaces + 1 bytes (libcsv takes that many back off when the field ends).
+ */
+static void
+trim_entry(CsvReader *r)
+{
+	struct csv_parser *p = &r->parser;
+	size_t		keep = p->spaces + 1;
+
+	if (p->entry_pos > keep)
+	{
+		memmove(p->entry_buf, p->entry_buf + p->entry_pos - keep, keep);
+		p->entry_pos = keep;
+	}
+}
+
+/* Say why the record just completed cannot be used, if so; arrange a re-read. */
+static void
+record_error(CsvReader *r)
+{
+	long long	first = (long long) r->rec.line;
+	long long	nlines = (long long) (r->last_line - r->rec.line + 1);
+
+	if (r->unterminated)
+	{
+		int			n = snprintf(r->error, sizeof(r->error),
+								 "unterminated quoted field starting at line %lld: no closing quote in the %lld line%s to the end of the file",
+								 first, nlines, nlines == 1 ? "" : "s");
+
+		if (r->first_line_end >= 0 && r->first_line_end < r->size)
+		{
+			if (r->resumes < CSV_MAX_RESUMES)
+			{
+				r->resumes++;
+				r->resume_off = r->first_line_end;
+				r->resume_line = r->rec.line + 1;
+				snprintf(r->error + n, sizeof(r->error) - n, "; reading resumed at line %lld",
+						 first + 1);
+			}
+			else
+				snprintf(r->error + n, sizeof(r->error) - n,
+						 "; the rest of the file is not read (%d unterminated quotes before)",
+						 CSV_MAX_RESUMES);
+		}
+		r->nfields = 0;
+	}
+	else if (r->skipping)
+	{
+		snprintf(r->error, sizeof(r->error),
+				 "record starting at line %lld is too long: more than %d bytes or %d fields (lines %lld to %lld)",
+				 first, CSV_MAX_RECORD, CSV_MAX_FIELDS, first, (long long) r->last_line);
+		r->nfields = 0;
+	}
+	else if (r->nul_field > 0)
+		snprintf(r->error, sizeof(r->error), "NUL byte in field %d at line %lld",
+				 r->nul_field, first);
+	else
+		return;
+	r->rec.error = r->error;
+}
+
+/* Go back to resume_off with a fresh parser (csv_fini has reset it). */
+static int
+resume(CsvReader *r, char *err, size_t errlen)
+{
+	if (lseek(r->fd, (off_t) r->resume_off, SEEK_SET) < 0)
+	{
+		LibSetError(err, errlen, "could not seek in file \"%s\": %s", r->path, strerror(errno));
+		return -1;
+	}
+	r->pos = 0;
+	r->len = 0;
+	r->eof = false;
+	r->finished = false;
+	r->first_block = false;
+	if (r->consumed > r->furthest)
+		r->furthest = r->consumed;
+	r->consumed = r->resume_off;
+	r->line = r->resume_line;
+	r->resume_off = -1;
+	record_reset(r);
+	return 0;
 }
 
 /* Keep up to CSV_RAW_MAX bytes of the record's text. */
@@ -225,14 +383,48 @@ raw_append(CsvReader *r, const char *s, size_t n)
 	r->raw_len += n;
 }
 
-/* Open a file for reading. */
+/* Refuse anything but a regular file: 0, or -1 with a message in err. */
+static int
+check_regular(const char *path, const struct stat *st, char *err, size_t errlen)
+{
+	const char *what;
+
+	if (S_ISREG(st->st_mode))
+		return 0;
+	if (S_ISDIR(st->st_mode))
+	{
+		LibSetError(err, errlen, "\"%s\" is a directory", path);
+		return -1;
+	}
+	what = S_ISFIFO(st->st_mode) ? "a FIFO" :
+		S_ISSOCK(st->st_mode) ? "a socket" :
+		S_ISCHR(st->st_mode) ? "a character device" :
+		S_ISBLK(st->st_mode) ? "a block device" : "not a file";
+	LibSetError(err, errlen, "\"%s\" is not a regular file: it is %s", path, what);
+	return -1;
+}
+
+/*
+ * Open a regular file for reading: stat it first, open it without blocking (a FIFO
+ * swapped in meanwhile would block open() until a writer came), check the open file
+ * is regular too, then make reads blocking again.
+ */
 CsvReader *
 CsvReaderOpen(const char *path, char *err, size_t errlen)
 {
 	CsvReader  *r;
 	struct stat st;
-	int			fd = open(path, O_RDONLY | O_CLOEXEC);
+	int			fd;
+	int			flags;
 
+	if (stat(path, &st) != 0)
+	{
+		LibSetError(err, errlen, "could not open file \"%s\" for reading: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (check_regular(path, &st, err, errlen) != 0)
+		return NULL;
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 	{
 		LibSetError(err, errlen, "could not open file \"%s\" for reading: %s", path, strerror(errno));
@@ -244,9 +436,15 @@ CsvReaderOpen(const char *path, char *err, size_t errlen)
 		close(fd);
 		return NULL;
 	}
-	if (S_ISDIR(st.st_mode))
+	if (check_regular(path, &st, err, errlen) != 0)
 	{
-		LibSetError(err, errlen, "\"%s\" is a directory", path);
+		close(fd);
+		return NULL;
+	}
+	flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+	{
+		LibSetError(err, errlen, "could not set file \"%s\" to blocking reads: %s", path, strerror(errno));
 		close(fd);
 		return NULL;
 	}
@@ -254,10 +452,11 @@ CsvReaderOpen(const char *path, char *err, size_t errlen)
 	if (r == NULL)
 		goto oom;
 	r->fd = fd;
-	r->size = S_ISREG(st.st_mode) ? (int64_t) st.st_size : -1;
+	r->size = (int64_t) st.st_size;
+	r->resume_off = -1;
 	r->path = strdup(path);
 	r->buf = malloc(CSV_BUFSIZE);
-	r->arena_size = 4096;
+	r->arena_size = CSV_ARENA_INIT;
 	r->arena = malloc(r->arena_size);
 	r->maxfields = 16;
 	r->offsets = malloc(r->maxfields * sizeof(size_t));
@@ -329,6 +528,8 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 {
 	if (r->complete)
 		record_reset(r);
+	if (r->resume_off >= 0 && resume(r, err, errlen) != 0)
+		return -1;
 
 	while (!r->complete)
 	{
@@ -352,6 +553,7 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 		if (nl == NULL && avail == 0 && r->eof)
 		{
 			/* end of input: flush a last record without a line end */
+			r->unterminated = r->parser.pstate == LIBCSV_FIELD_BEGUN && r->parser.quoted;
 			if (csv_fini(&r->parser, field_cb, record_cb, r) != 0)
 			{
 				LibSetError(err, errlen, "could not parse file \"%s\" at line %lld: %s",
@@ -361,16 +563,18 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 			r->finished = true;
 			if (!r->complete)
 				return 0;
+			check_length(r);
 			break;
 		}
 		whole_line = nl != NULL;
 		n = whole_line ? (size_t) (nl - start) + 1 : avail;
 
 		/* a record starts here unless one is already under way */
-		if (r->nfields == 0 && r->parser.pstate == 0)
+		if (r->nfields == 0 && r->parser.pstate == LIBCSV_ROW_NOT_BEGUN && !r->skipping)
 		{
 			r->rec.line = r->line;
 			r->raw_len = 0;
+			r->first_line_end = -1;
 		}
 		{
 			size_t		rn = n;
@@ -384,6 +588,9 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 			}
 			raw_append(r, start, rn);
 		}
+		/* one scan a line; the field callback then looks for the field that has it */
+		if (!r->has_nul && memchr(start, '\0', n) != NULL)
+			r->has_nul = true;
 		if (csv_parse(&r->parser, start, n, field_cb, record_cb, r) != n)
 		{
 			LibSetError(err, errlen, "could not parse file \"%s\" at line %lld: %s",
@@ -392,19 +599,21 @@ CsvReaderNext(CsvReader *r, CsvRecord **rec, char *err, size_t errlen)
 		}
 		r->pos += n;
 		r->consumed += n;
+		if (n > 0)
+			r->last_line = r->line;
 		if (whole_line)
 		{
+			if (r->line == r->rec.line && r->first_line_end < 0)
+				r->first_line_end = r->consumed;
 			r->line++;
 			if (!r->complete)
 				raw_append(r, "\n", 1);
 		}
-		if (r->overflow || r->arena_used + r->parser.entry_pos > CSV_MAX_RECORD)
-		{
-			LibSetError(err, errlen, "record at line %lld of file \"%s\" is longer than %d bytes",
-					(long long) r->rec.line, r->path, CSV_MAX_RECORD);
-			return -1;
-		}
+		check_length(r);
+		if (r->skipping && !r->complete)
+			trim_entry(r);
 	}
+	record_error(r);
 
 	/* hand out the record */
 	{
@@ -456,30 +665,55 @@ CsvReaderHeader(CsvReader *r, int n, const char *const *names, int *index,
 		LibSetError(err, errlen, "file \"%s\" is empty: a header line is expected", r->path);
 		return -1;
 	}
+	if (rec->error)
+	{
+		/* the caller stops here: whether reading would resume does not matter */
+		char	   *cut = strstr(r->error, "; reading resumed");
+
+		if (cut)
+			*cut = '\0';
+		LibSetError(err, errlen, "header of file \"%s\" is unreadable: %s", r->path, rec->error);
+		return -1;
+	}
 	if (!rec->utf8_ok)
 	{
 		LibSetError(err, errlen, "header of file \"%s\" is not valid UTF-8", r->path);
 		return -1;
 	}
+	r->header_width = rec->nfields;
 	for (i = 0; i < n; i++)
 	{
 		index[i] = -1;
 		for (j = 0; j < rec->nfields; j++)
 			if (strcmp(rec->fields[j], names[i]) == 0)
 			{
+				if (index[i] >= 0)
+				{
+					LibSetError(err, errlen, "column \"%s\" appears twice in the header of file \"%s\" (columns %d and %d)",
+								names[i], r->path, index[i] + 1, j + 1);
+					return -1;
+				}
 				index[i] = j;
-				break;
 			}
 	}
 	return 0;
 }
 
+/* Return the header's number of fields. */
+int
+CsvReaderHeaderWidth(const CsvReader *r)
+{
+	return r->header_width;
+}
+
+/* Bytes read so far: never less than before a re-read. */
 int64_t
 CsvReaderBytesRead(const CsvReader *r)
 {
-	return r->consumed;
+	return r->consumed > r->furthest ? r->consumed : r->furthest;
 }
 
+/* The file's size when it was opened. */
 int64_t
 CsvReaderSize(const CsvReader *r)
 {

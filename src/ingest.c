@@ -2,11 +2,13 @@
  * ingest.c: the SQL surface of ingestion.
  *
  * - recsys_load_movies(path): movies.csv into recsys.movies, upserted in batches in
- *   the caller's transaction (one transaction: a bad row fails the whole load).
+ *   the caller's transaction (one transaction: a bad row, or a record the reader
+ *   cannot use, fails the whole load).
  * - recsys_ingest_csv(path, async, on_error): checks the caller's right to read
- *   server files and the file itself (so a missing file, a directory or missing
- *   columns fail at once, in both modes), then starts a "recsys ingest" background
- *   worker (ingest_worker.c) and talks to it through a dynamic shared memory segment.
+ *   server files and the file itself (so a missing file, anything but a regular file
+ *   or missing columns fail at once, in both modes), then starts a "recsys ingest"
+ *   background worker (ingest_worker.c) and talks to it through a dynamic shared
+ *   memory segment.
  *   Synchronous: wait on our latch until the worker is done, re-raise its error; a
  *   cancel or statement_timeout terminates the worker (which marks its job failed).
  *   Async: return once the worker has committed the job row.
@@ -132,7 +134,7 @@ raise_reader_error(const char *err)
 
 	if (strstr(err, "No such file") != NULL)
 		code = ERRCODE_UNDEFINED_FILE;
-	else if (strstr(err, "is a directory") != NULL)
+	else if (strstr(err, "is a directory") != NULL || strstr(err, "is not a regular file") != NULL)
 		code = ERRCODE_WRONG_OBJECT_TYPE;
 	else if (strstr(err, "Permission denied") != NULL)
 		code = ERRCODE_INSUFFICIENT_PRIVILEGE;
@@ -499,7 +501,10 @@ title_year(const char *title)
 	return year;
 }
 
-/* Return genres as a '|'-separated list for string_to_array ("" for none). */
+/*
+ * Return genres as a '|'-separated list for string_to_array ("" for none); empty
+ * names ("Adventure|||") are dropped by movies_flush.
+ */
 static char *
 movies_genres(const char *genres)
 {
@@ -515,7 +520,7 @@ movies_flush(int n, Datum *ids, Datum *titles, Datum *years, bool *year_nulls, D
 	static const char *sql =
 		"INSERT INTO recsys.movies AS m (movie_id, title, year, genres) "
 		"SELECT DISTINCT ON (id) id, title, year, "
-		"       coalesce(string_to_array(nullif(genres, ''), '|'), '{}') "
+		"       coalesce(array_remove(string_to_array(genres, '|'), ''), '{}') "
 		"FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[]) "
 		"     WITH ORDINALITY AS u(id, title, year, genres, ord) "
 		"ORDER BY id, ord DESC "
@@ -592,6 +597,12 @@ recsys_load_movies(PG_FUNCTION_ARGS)
 			const char *title;
 			int			year;
 
+			if (rec->error != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
+						 errmsg("line %lld of file \"%s\" cannot be read: %s",
+								(long long) rec->line, path, rec->error),
+						 errdetail("No movie of this file was loaded.")));
 			if (rec->nfields < ncols)
 				ereport(ERROR,
 						(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),

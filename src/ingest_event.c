@@ -15,6 +15,9 @@
 #include <string.h>
 #include <time.h>
 
+/* the last second accepted, either way it is written: 9999-12-31 23:59:59 UTC */
+#define TS_MAX		INT64_C(253402300799)
+
 static int	put_int(char *dst, int64_t v);
 static bool parse_digits(const char **p, int n, int *out);
 
@@ -85,7 +88,7 @@ IngestParseTimestamp(const char *s, int64_t *out)
 				return false;
 			v = v * 10 + (*p - '0');
 		}
-		if (v > INT64_C(253402300799))
+		if (v > TS_MAX)
 			return false;
 		*out = v;
 		return true;
@@ -148,7 +151,8 @@ IngestParseTimestamp(const char *s, int64_t *out)
 	if (tm.tm_mday != d || tm.tm_mon != mo - 1)
 		return false;
 	t -= offset;
-	if (t < 0)
+	/* an offset may move the date out of range (1970-01-01 00:00+01, 9999-12-31 23:59-23:59) */
+	if (t < 0 || (int64_t) t > TS_MAX)
 		return false;
 	*out = (int64_t) t;
 	return true;

@@ -40,7 +40,10 @@ extern bool IngestParseRating(const char *user, const char *movie, const char *r
 /* Parse a positive integer id (digits only, > 0, fits in int64). */
 extern bool IngestParseId(const char *s, int64_t *out);
 
-/* Parse epoch seconds or an ISO 8601 date-time (UTC unless it carries an offset). */
+/*
+ * Parse epoch seconds or an ISO 8601 date-time (UTC unless it carries an offset);
+ * either way, 1970-01-01 00:00:00 UTC .. 9999-12-31 23:59:59 UTC.
+ */
 extern bool IngestParseTimestamp(const char *s, int64_t *out);
 
 /* Write the key (user id) into key; return its length. */

@@ -11,8 +11,9 @@
  *   3. with on_error = 'stop', validates the whole file first (libcsv reads about
  *      ten million rows a second): the first bad row fails the job before any event
  *      is produced;
- *   4. streams the file, validating each row: bad rows are collected and inserted
- *      into recsys.ingest_rejects with each batch; good rows become events with
+ *   4. streams the file, validating each row: bad rows (the reader's unusable
+ *      records too: a NUL byte, a record over CSV_MAX_RECORD, an unterminated quote)
+ *      are collected and inserted into recsys.ingest_rejects with each batch; good rows become events with
  *      event_id = job_id * 10^10 + line number, so a rerun reproduces the same ids;
  *   5. events go to Kafka (idempotent producer; with 'stop', inside one Kafka
  *      transaction whose transactional.id is the job's, so a failure half-way leaves
@@ -465,18 +466,7 @@ run_pass(IngestRun *run, bool produce)
 					(errcode(ERRCODE_BAD_COPY_FILE_FORMAT),
 					 errmsg("file \"%s\" lacks the column %s", run->path, names[i])));
 	/* the header's field count is the expected count of every row */
-	run->ncols = 0;
-	for (i = 0; i < 4; i++)
-		run->ncols = Max(run->ncols, run->col[i] + 1);
-	{
-		/* re-read the header's width: rows must have exactly as many fields */
-		CsvReader  *h = CsvReaderOpen(run->path, err, sizeof(err));
-		CsvRecord  *hr;
-
-		if (h && CsvReaderNext(h, &hr, err, sizeof(err)) == 1)
-			run->ncols = hr->nfields;
-		CsvReaderClose(h);
-	}
+	run->ncols = CsvReaderHeaderWidth(run->reader);
 	run->lines = 0;
 	run->rejected = 0;
 	run->batch_rows = 0;
@@ -488,7 +478,9 @@ run_pass(IngestRun *run, bool produce)
 		const char *why = NULL;
 
 		run->lines++;
-		if (rec->nfields != run->ncols)
+		if (rec->error != NULL)
+			why = rec->error;	/* NUL byte, too long, unterminated quote */
+		else if (rec->nfields != run->ncols)
 		{
 			snprintf(reason, sizeof(reason), "expected %d columns, found %d",
 					 run->ncols, rec->nfields);

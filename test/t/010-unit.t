@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Unit tests of the library wrappers (no PostgreSQL inside): the CSV reader, the
-# neighbour kernel, the row validator and the event parser under valgrind (any error
-# or definite leak fails),
+# neighbour kernel, the aggregate's reduction, the row validator and the event parser
+# under valgrind (any error or definite leak fails), their fuzzing corpus under
+# AddressSanitizer,
 # the S3 client against the stack's MinIO, the Kafka client against the stack's broker.
 # Each program prints TAP; its lines are counted here, prefixed with its name.
 source "$(dirname "$0")/../lib.sh"
@@ -34,6 +35,19 @@ unit neighbors "${VG[@]}" "$BIN/neighbors_test"
 unit ratings_merge "${VG[@]}" "$BIN/merge_test"
 unit ingest_event "${VG[@]}" "$BIN/event_test"
 unit eventjson "${VG[@]}" "$BIN/eventjson_test"
+
+# The fuzzing corpus (bench/fuzz/corpus/), replayed under AddressSanitizer and UBSan:
+# every input the fuzzers kept (and every crash once fixed) runs on each change.
+make -s -C "$REPO_DIR/bench/fuzz" replay >/dev/null 2>&1
+ok $? "the fuzz targets build with ASan and UBSan" || diag "$(make -C "$REPO_DIR/bench/fuzz" replay 2>&1 | tail -n 5)"
+for t in csv row event; do
+    out=$(ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        "$REPO_DIR/bench/fuzz/bin/${t}_replay" "$REPO_DIR/bench/fuzz/corpus/$t" 2>&1)
+    rc=$?
+    n=$(ls "$REPO_DIR/bench/fuzz/corpus/$t" | wc -l)
+    [ "$rc" -eq 0 ] && [ "$n" -gt 0 ] && grep -q "^$n inputs replayed" <<<"$out"
+    ok $? "fuzz corpus $t: $n inputs replayed under ASan/UBSan without a report" || diag "$(tail -n 20 <<<"$out")"
+done
 
 S3_BUCKET=recsys-unit unit s3 "$BIN/s3_test"
 

@@ -83,6 +83,17 @@ main(void)
 	ok(bad("1", "1", "3", "2005-04-02 25:00:00", "timestamp"), "hour 25");
 	ok(bad("1", "1", "3", "2005-04-02 23:53:47 UTC", "timestamp"), "trailing text");
 	ok(bad("1", "1", "3", "99999999999999", "timestamp"), "epoch beyond year 9999");
+	ok(bad("1", "1", "3", "253402300800", "timestamp"), "epoch 10000-01-01 refused");
+	ok(good("1", "1", "3", "253402300799",
+			"{\"event_id\":30000000002,\"user_id\":1,\"movie_id\":1,\"rating\":3.0,\"ts\":253402300799}"),
+	   "epoch 9999-12-31 23:59:59 accepted");
+	ok(good("1", "1", "3", "9999-12-31T23:59:59Z",
+			"{\"event_id\":30000000002,\"user_id\":1,\"movie_id\":1,\"rating\":3.0,\"ts\":253402300799}"),
+	   "ISO 9999-12-31 23:59:59Z accepted, the same last second");
+	ok(bad("1", "1", "3", "9999-12-31T23:59:59-23:59", "timestamp"),
+	   "ISO with an offset that reaches year 10000 refused, as the epoch value is");
+	ok(bad("1", "1", "3", "9999-12-31T00:01-00:00:01", "timestamp"), "offset with seconds refused");
+	ok(bad("1", "1", "3", "1970-01-01T00:30+01:00", "timestamp"), "ISO before 1970 UTC refused");
 	IngestFormatKey(key, &x);
 	ok(strcmp(key, "42") == 0, "key is the user id");
 	{
