@@ -30,12 +30,22 @@ archiver_on() {
         psql -X -qtA -c "SELECT value FROM recsys.status WHERE metric = 'storage'" | grep -q "^$2"
 }
 
-# agg_isolate: queue table + a fresh local archive, and a new, empty extension.
+# agg_isolate: queue table + a fresh local archive, and a new, empty extension. The
+# workers are switched first: a new extension under Kafka would re-archive the topic
+# from offset 0. What the old queue still held when the switch happened may reach the
+# directory before the drop: it is emptied after it.
 agg_isolate() {
+    agg_switch
+    recreate_extension
+    wait_for 30 archiver_on queue "local:$AGG_ARCHIVE"
+    find "$AGG_ARCHIVE" -mindepth 1 -delete
+}
+
+# agg_switch: the workers on the queue table and the suite's archive directory.
+agg_switch() {
     psql -X -qtA -c "ALTER SYSTEM SET recsys.kafka_brokers = ''" -c "ALTER SYSTEM SET recsys.s3_endpoint = ''" \
         -c "ALTER SYSTEM SET recsys.archive_dir = '$AGG_ARCHIVE'" \
         -c "ALTER SYSTEM SET recsys.archive_flush_interval = '200ms'" -c "SELECT pg_reload_conf()" >/dev/null
-    recreate_extension
     wait_for 30 archiver_on queue "local:$AGG_ARCHIVE"
 }
 

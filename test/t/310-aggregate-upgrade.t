@@ -8,14 +8,13 @@ source "$(dirname "$0")/3-aggregate-lib.bash"
 
 CURRENT=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$REPO_DIR/recsys.control")
 
-psql -X -qtA -c "ALTER SYSTEM SET recsys.kafka_brokers = ''" -c "ALTER SYSTEM SET recsys.s3_endpoint = ''" \
-    -c "ALTER SYSTEM SET recsys.archive_dir = '$AGG_ARCHIVE'" \
-    -c "ALTER SYSTEM SET recsys.archive_flush_interval = '200ms'" -c "SELECT pg_reload_conf()" >/dev/null
+agg_switch
 psql -X -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS pg_cron" \
     -c "DROP EXTENSION IF EXISTS recsys CASCADE" -c "CREATE EXTENSION recsys VERSION '0.1.0'" >/dev/null
 is "$(psql_val "SELECT extversion FROM pg_extension WHERE extname = 'recsys'")" 0.1.0 "a database at 0.1.0"
 wait_for 30 archiver_on queue "local:$AGG_ARCHIVE"
 ok $? "the workers archive it (queue table to a local directory)"
+find "$AGG_ARCHIVE" -mindepth 1 -delete
 is "$(psql_val "SELECT recsys_load_movies('$FX/movies.csv')")" 9 "0.1.0 loads the catalogue"
 put_events <<'EOF'
 1 1 1 4.0 1000
