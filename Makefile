@@ -12,7 +12,7 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" recsys.contr
 DATA_built = sql/recsys--$(EXTVERSION).sql
 DATA = $(filter-out sql/recsys--$(EXTVERSION).sql,$(wildcard sql/recsys--*.sql))
 
-REGRESS = install settings health secrets ingest hardening
+REGRESS = install settings health secrets ingest hardening aggregate
 REGRESS_OPTS = --load-extension=recsys
 
 PG_CONFIG ?= pg_config
