@@ -135,6 +135,7 @@ static void do_run(AggRun *run, AggCall *call);
 static void fail_run(AggRun *run, ErrorData *edata);
 static int64 peak_memory_bytes(void);
 static void free_run(AggRun *run);
+static void analyze_changed(AggRun *run);
 
 /*
  * Test hook of the crash and cancel tests: when the file recsys_aggregate_fault in
@@ -660,6 +661,7 @@ do_run(AggRun *run, AggCall *call)
 	AggUpdateMovieStats(run);
 	AggUpdateNeighbors(run);
 	AggRecordObjects(run);
+	analyze_changed(run);
 	AggFaultPoint("before_commit");
 
 	AggProgressPhase("committing");
@@ -742,6 +744,27 @@ fail_run(AggRun *run, ErrorData *edata)
 	ereport(LOG,
 			(errmsg("recsys aggregate run " INT64_FORMAT " failed: %s", run->run_id,
 					edata->message ? edata->message : "unknown error")));
+}
+
+/*
+ * Refresh the planner's statistics of the tables a run rewrote wholesale (a first
+ * load, a rebuild, a neighbour refresh), so the readers' plans fit the new data at
+ * once rather than after autovacuum.  ANALYZE takes a lock that SELECT never waits on.
+ */
+static void
+analyze_changed(AggRun *run)
+{
+	if (!(run->first_load || run->rebuild || run->neighbors_refreshed))
+		return;
+	AggProgressPhase("analyzing");
+	if (run->first_load || run->rebuild)
+	{
+		SPI_execute("ANALYZE recsys.ratings", false, 0);
+		SPI_execute("ANALYZE recsys.user_profiles", false, 0);
+		SPI_execute("ANALYZE recsys.movie_stats", false, 0);
+		SPI_execute("ANALYZE recsys.genre_top", false, 0);
+	}
+	SPI_execute("ANALYZE recsys.item_neighbors", false, 0);
 }
 
 /* Free what the kernels malloc'd (the rest goes with the run's memory context). */

@@ -25,6 +25,7 @@
 #define AGG_FAVORITE_GENRES		3	/* user_profiles.favorite_genres, at most */
 #define AGG_GENRE_SHRINK		5.0 /* genre score: deviation sum / (n + this) */
 #define AGG_BAYES_PRIOR			10.0	/* movie_stats.bayes_avg: weight of the global mean */
+#define AGG_GENRE_TOP			100 /* recsys.genre_top: movies kept per genre */
 
 /* One archived object to read. */
 typedef struct AggObject

@@ -95,6 +95,13 @@ AggMergeRatings(AggRun *run)
 	CommandCounterIncrement();
 	if (rows)
 		pfree(rows);
+
+	/* ratings made with recsys_rate() that this run now holds (recommend.c reads the rest) */
+	if (SPI_execute("DELETE FROM recsys.recent_ratings r USING recsys.ratings x"
+					" WHERE x.user_id = r.user_id AND x.movie_id = r.movie_id"
+					" AND (x.event_id = r.event_id OR x.rated_at >= r.rated_at)",
+					false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from recsys.recent_ratings");
 	/* run->changes holds what the later steps need; the reduction can go */
 	free(run->r);
 	free(run->ties);

@@ -130,6 +130,7 @@ clear_derived(void)
 		"DELETE FROM recsys.user_profiles",
 		"DELETE FROM recsys.movie_stats",
 		"DELETE FROM recsys.item_neighbors",
+		"DELETE FROM recsys.genre_top",
 		"DELETE FROM recsys.aggregate_objects",
 		"UPDATE recsys.aggregate_state SET neighbors_run_id = NULL, neighbors_ratings = 0,"
 		" ratings_changed_since = 0",

@@ -22,6 +22,7 @@
 #include "utils/guc.h"
 
 #include "guc.h"
+#include "recommend.h"
 
 char	   *recsys_database = NULL;
 char	   *recsys_kafka_brokers = NULL;
@@ -234,6 +235,31 @@ GucInit(void)
 							"Threads of the aggregating worker that compute item neighbours.",
 							NULL, &recsys_neighbors_threads, 2, 1, 64,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+
+	/* recommendations (recommend.c): the ranking's parameters */
+	DefineCustomIntVariable("recsys.recommend_seeds",
+							"Most recent ratings of a user that seed the ranking.",
+							"Caps the cost of a very active user's call.",
+							&recsys_recommend_seeds, 50, 1, 10000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.recommend_neutral",
+							 "Rating that counts as neither a like nor a dislike in the ranking.",
+							 "A seed weighs (rating - this): below it, its neighbours are pushed down.",
+							 &recsys_recommend_neutral, 2.5, 0.0, 5.0,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.recommend_half_life",
+							 "Days after which a seed counts half, relative to the user's latest rating.",
+							 "0 or less: no decay.",
+							 &recsys_recommend_half_life, 365.0, -1.0, 1e6,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.recommend_genre_weight",
+							 "Weight of the favourite genres' best Bayesian averages in the ranking.",
+							 NULL, &recsys_recommend_genre_weight, 0.2, 0.0, 1e6,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("recsys.recommend_popularity_weight",
+							 "Weight of well-rated popularity in the ranking.",
+							 NULL, &recsys_recommend_popularity_weight, 0.5, 0.0, 1e6,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("recsys");
 }

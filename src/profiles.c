@@ -818,6 +818,18 @@ AggUpdateMovieStats(AggRun *run)
 	gen.now = GetCurrentTransactionStartTimestamp();
 	BulkCopy("recsys", "movie_stats", cols, stat_row, &gen);
 	CommandCounterIncrement();
+
+	/* each genre's best Bayesian averages, for the ranking (recommend.c) */
+	if (SPI_execute("DELETE FROM recsys.genre_top", false, 0) != SPI_OK_DELETE ||
+		SPI_execute("INSERT INTO recsys.genre_top (genre, rank, movie_id, bayes_avg)"
+					" SELECT genre, rank, movie_id, bayes_avg FROM ("
+					"  SELECT g.genre, s.movie_id, s.bayes_avg, row_number() OVER"
+					"         (PARTITION BY g.genre ORDER BY s.bayes_avg DESC, s.movie_id)::int AS rank"
+					"    FROM recsys.movie_stats s JOIN recsys.movies m ON m.movie_id = s.movie_id,"
+					"         unnest(m.genres) AS g(genre)) t"
+					" WHERE rank <= " CppAsString2(AGG_GENRE_TOP), false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not rewrite recsys.genre_top");
+	CommandCounterIncrement();
 }
 
 /* The next movie_stats row for COPY (movies with no rating left are skipped). */

@@ -136,6 +136,10 @@ BEGIN
 	END IF;
 	INSERT INTO recsys.outbox (event_id, key, value)
 		VALUES (eid, ev.key, ev.value);
+	-- read by recsys_recommend() until an aggregate includes it (part 41)
+	INSERT INTO recsys.recent_ratings (user_id, movie_id, rating, rated_at, event_id)
+		VALUES (recsys_rate.user_id, recsys_rate.movie_id, recsys_rate.rating,
+				to_timestamp(floor(extract(epoch FROM recsys_rate.rated_at))), eid);
 END
 $$;
 COMMENT ON FUNCTION recsys_rate(bigint, bigint, numeric, timestamptz) IS

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# 500-recommend.t: recsys_recommend() and recsys_similar() on the hand-checked fixture of
+# 300-aggregate.t (in a world of its own): exact rankings and scores from the item
+# neighbours (cosine of who rated what), the reasons, a dislike pushing its neighbours
+# down, a fresh recsys_rate excluded before any aggregate, the genres and exclude
+# filters applied before the cut, cold and unknown users, argument errors.
+source "$(dirname "$0")/3-aggregate-lib.bash"
+
+agg_isolate
+psql_val "SELECT recsys_load_movies('$FX/movies.csv')" >/dev/null
+NB=("SET recsys.neighbors_alpha = 0" "SET recsys.neighbors_beta = 0.5" "SET recsys.neighbors_shrink = 0"
+    "SET recsys.neighbors_min_common = 1" "SET recsys.neighbors_refresh = 0")
+put_events <<'EOF'
+1 1 1 4.0 1000
+2 1 1 2.0 2000
+3 1 3 5.0 1500
+4 2 1 3.0 1000
+6 2 3 1.0 1000
+7 3 1 5.0 1000
+8 3 3 4.5 1100
+9 3 11 3.0 1200
+10 4 2 4.0 100
+11 1 3 3.0 1600
+12 4 11 4.0 300
+13 5 1 4.5 50
+EOF
+is "$(aggregate "${NB[@]}")" "1 12 5 4" "the fixture is aggregated"
+
+# neighbours only: no popularity, no genres, no decay
+R=(-c "SET recsys.recommend_popularity_weight = 0" -c "SET recsys.recommend_genre_weight = 0"
+   -c "SET recsys.recommend_half_life = 0" -c "SET recsys.recommend_neutral = 2.5")
+rec() { psql -X -qtA -F '|' "${R[@]}" -c "$1" 2>&1; }
+
+is "$(rec "SELECT string_agg(movie_id || '=' || round(score::numeric, 4), ' ' ORDER BY rank) FROM recsys_recommend(5, 5)")" \
+    "3=1.7321 11=0.7071 2=0.0000 29=0.0000 32=0.0000" \
+    "user 5 (Toy Story 4.5): (4.5 - 2.5) x sim; then a movie with no neighbour link; then unrated catalogue movies"
+is "$(rec "SELECT reason FROM recsys_recommend(5, 1)")" "Because you rated Toy Story (1995) 4.5/5" "the reason names the seed"
+is "$(rec "SELECT rank || ' ' || title || ' ' || genres::text || ' ' || source FROM recsys_recommend(5, 1)")" \
+    "1 Grumpier Old Men, The (1995) {Comedy,Romance} engine" "title, genres and source"
+like "$(rec "SELECT reason FROM recsys_recommend(5, 3) WHERE movie_id = 2")" "^Popular and highly rated: 4.0 average from 1 rating$" \
+    "a movie only the popularity pool brought has that reason"
+is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(3, 5)")" "2 29 32 50 100" \
+    "a user who rated every linked movie gets the rest of the catalogue"
+
+# a dislike: user 2 rated Grumpier Old Men 1.0 (1.5 below neutral)
+is "$(rec "SELECT string_agg(movie_id || '=' || round(score::numeric, 4), ' ' ORDER BY rank) FROM recsys_recommend(2, 2)")" \
+    "2=0.0000 11=-0.4356" \
+    "a dislike pushes its neighbours down: 0.5 x 0.3536 - 1.5 x 0.4082 < 0, below an unlinked movie"
+
+# a fresh rating, not yet aggregated, never comes back
+psql_val "SELECT recsys_rate(5, 3, 4.0)" >/dev/null
+is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(5, 3)")" "11 2 29" \
+    "a movie rated with recsys_rate a moment ago is excluded at once"
+is "$(psql_val "SELECT count(*) FROM recsys.recent_ratings WHERE user_id = 5")" 1 "it waits in recsys.recent_ratings"
+psql_val "SELECT recsys_archive_sync('30 s')" >/dev/null
+aggregate "${NB[@]}" >/dev/null
+is "$(psql_val "SELECT count(*) FROM recsys.recent_ratings WHERE user_id = 5") $(psql_val "SELECT rating FROM recsys.ratings WHERE user_id = 5 AND movie_id = 3")" \
+    "0 4.0" "the aggregate that includes it moves it to recsys.ratings"
+is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(5, 3)")" "11 2 29" \
+    "and it stays excluded"
+
+# filters, applied before the top is cut
+is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(5, 2, genres => '{Drama}')")" "11 29" \
+    "genres => {Drama}: only Drama movies, still n rows"
+is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(5, 2, genres => '{Sci-Fi,Crime}')")" "29 32" \
+    "genres => {Sci-Fi,Crime}: any of them"
+is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(5, 2, exclude => '{11}')")" "2 29" \
+    "exclude => {11}: not returned, the next one takes its place"
+
+# cold and unknown users: well-rated popular movies
+is "$(psql -X -qtA -c "SET recsys.recommend_popularity_weight = 1" -c "SELECT string_agg(movie_id || '=' || round(score::numeric, 4), ' ' ORDER BY rank) FROM recsys_recommend(999, 4)")" \
+    "1=0.6925 3=0.5635 11=0.4664 2=0.2976" \
+    "an unknown user: ln(1 + n) / ln(1 + n_max) x bayes_avg / 5"
+is "$(psql_val "SELECT reason FROM recsys_recommend(999, 1)")" "Popular and highly rated: 3.6 average from 4 ratings" \
+    "with the popularity reason"
+
+# more like this
+is "$(psql_val "SELECT string_agg(rank || ':' || movie_id || ':' || title || ':' || round(similarity::numeric, 4), ' | ' ORDER BY rank) FROM recsys_similar(1, 5)")" \
+    "1:3:Grumpier Old Men, The (1995):0.8660 | 2:11:American President, The (1995):0.3536" \
+    "recsys_similar: the item neighbours with titles"
+is "$(psql_val "SELECT count(*) FROM recsys_similar(11, 1)")" 1 "recsys_similar: n cuts"
+
+# errors
+like "$(psql_err "SELECT * FROM recsys_recommend(5, 0)")" "n must be between 1 and 100, not 0" "n = 0 is an error"
+like "$(psql_err "SELECT * FROM recsys_recommend(5, 101)")" "n must be between 1 and 100, not 101" "n = 101 is an error"
+like "$(psql_err "SELECT * FROM recsys_recommend(NULL)")" "user_id must not be null" "a NULL user is an error"
+
+done_testing
