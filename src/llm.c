@@ -210,10 +210,11 @@ llm_build_body(const LlmRequest *req)
 	LlmBuf		u = {0};
 	json_t	   *root;
 	char	   *out;
+	int			wanted = req->n_wanted < req->ncandidates ? req->n_wanted : req->ncandidates;
 	int			i;
 
 	buf_appendf(&u, "Re-rank the recommendations for one user: pick the %d candidate movie%s this user "
-				"is most likely to enjoy, best first.\n\n", req->n_wanted, req->n_wanted == 1 ? "" : "s");
+				"is most likely to enjoy, best first.\n\n", wanted, wanted == 1 ? "" : "s");
 	buf_appendf(&u, "favourite genres: ");
 	for (i = 0; i < req->nfavorite; i++)
 	{
@@ -231,14 +232,14 @@ llm_build_body(const LlmRequest *req)
 				"(candidate <id> | <title> (<year>) | <genres>):\n");
 	for (i = 0; i < req->ncandidates; i++)
 		llm_append_movie(&u, "candidate", &req->candidates[i]);
-	buf_appendf(&u, "\npicks wanted: %d\n\n", req->n_wanted);
+	buf_appendf(&u, "\npicks wanted: %d\n\n", wanted);
 	buf_appendf(&u, "Answer with a JSON object of exactly this shape: "
 				"{\"picks\":[{\"movie_id\":<candidate id>,\"reason\":\"<one short sentence>\"}]}, "
 				"with exactly %d picks, best first. Every movie_id must be one of the candidate ids "
 				"above, each at most once; never name a movie that is not a candidate. Each reason is "
 				"one short sentence addressed to the user, saying why the movie suits them "
 				"(for example a liked movie or a favourite genre it relates to).\n",
-				req->n_wanted);
+				wanted);
 	if (u.failed)
 	{
 		free(u.data);

@@ -40,14 +40,15 @@ typedef struct LlmRequest
 								 * <endpoint>/chat/completions */
 	const char *model;
 	const char *api_key;		/* may be NULL: no Authorization header */
-	int			timeout_ms;		/* the whole request */
+	int			timeout_ms;		/* the whole request (<= 0: 10 s) */
 	const char *const *favorite_genres;
 	int			nfavorite;
 	const LlmMovie *liked;		/* a few of the user's top-rated movies */
 	int			nliked;
 	const LlmMovie *candidates; /* the engine's top candidates, best first */
 	int			ncandidates;
-	int			n_wanted;		/* how many picks to ask for */
+	int			n_wanted;		/* how many picks to ask for (at most
+								 * ncandidates are asked for) */
 	LlmInterruptFn interrupt;	/* may be NULL */
 	void	   *interrupt_arg;
 } LlmRequest;

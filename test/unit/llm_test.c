@@ -12,9 +12,11 @@
  */
 #include "llm.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -110,6 +112,23 @@ interrupt_later(void *arg)
 {
 	(void) arg;
 	return now_ms() >= interrupt_at;
+}
+
+static volatile sig_atomic_t got_alarm = 0;
+
+static void
+on_alarm(int signo)
+{
+	(void) signo;
+	got_alarm = 1;
+}
+
+/* An interrupt flag set by a signal handler, as PostgreSQL's are. */
+static int
+interrupt_on_signal(void *arg)
+{
+	(void) arg;
+	return got_alarm;
 }
 
 /* Note a message that carries the key. */
@@ -247,6 +266,13 @@ main(int argc, char **argv)
 	rc = LlmRerank(&req, &res, err, sizeof(err));
 	ok(rc == LLM_OK && res.npicks == 3 && picks[0].movie_id == 12 && picks[2].movie_id == 10,
 	   "ok: with 3 candidates and 5 wanted, the 3 come back reversed");
+	{
+		json_t	   *last = control("/control/last", NULL);
+
+		ok(json_integer_value(json_object_get(last, "picks_wanted")) == 3,
+		   "ok: with 3 candidates, the prompt asks for 3 picks");
+		json_decref(last);
+	}
 	req.ncandidates = NCAND;
 
 	/* invent: unknown ids and a duplicate dropped and counted, valid picks kept */
@@ -360,6 +386,31 @@ main(int argc, char **argv)
 		ok(elapsed >= 0 && elapsed < 500, "interrupt: returned soon after the callback fired (100 ms polls, margin 500 ms)");
 		printf("# interrupt: returned %.0f ms after the callback fired\n", elapsed);
 		req.interrupt = NULL;
+
+		/* a signal sets the flag: it reaches this thread during the wait and stops it */
+		{
+			struct sigaction sa;
+			struct itimerval it;
+			sigset_t	cur;
+
+			memset(&sa, 0, sizeof(sa));
+			sa.sa_handler = on_alarm;
+			sigaction(SIGALRM, &sa, NULL);
+			memset(&it, 0, sizeof(it));
+			it.it_value.tv_usec = 300 * 1000;
+			req.interrupt = interrupt_on_signal;
+			t0 = now_ms();
+			setitimer(ITIMER_REAL, &it, NULL);
+			rc = LlmRerank(&req, &res, err, sizeof(err));
+			elapsed = now_ms() - t0;
+			ok(rc == LLM_INTERRUPTED && got_alarm && elapsed < 800,
+			   "a signal during the wait: its handler ran and the request stopped (300 ms, margin 500 ms)");
+			printf("# signal: returned after %.0f ms\n", elapsed);
+			sigprocmask(SIG_BLOCK, NULL, &cur);
+			ok(!sigismember(&cur, SIGALRM) && !sigismember(&cur, SIGINT),
+			   "the caller's signal mask is restored");
+			req.interrupt = NULL;
+		}
 		req.timeout_ms = 2000;
 		set_mode("ok");
 
