@@ -6,7 +6,8 @@
 #
 # PostgreSQL 15 (recsys and pg_cron preloaded, a private cluster run by an unprivileged
 # OS user), Kafka (KRaft, single node, topic recsys-events with 3 partitions), MinIO
-# (bucket created, real credentials) and Redis, each on a port of its own:
+# (bucket created, real credentials), Redis and the project's OpenAI-protocol LLM test
+# server (test/llm_server.py), each on a port of its own:
 #
 #   RECSYS_PORT_BASE + 0 postgres   + 1 kafka   + 2 kafka controller   + 3 minio
 #                    + 4 minio console          + 5 redis              + 6 llm test server
@@ -37,6 +38,10 @@ REDIS_PORT=$((BASE + 5))
 LLM_PORT=$((BASE + 6))
 
 PGBIN=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+# The system interpreter (the stack user may not see a per-user one such as pyenv's shims,
+# and a shim would not exec, so its PID would not be the server's).
+PYTHON=${RECSYS_PYTHON:-$([ -x /usr/bin/python3 ] && echo /usr/bin/python3 || command -v python3 || true)}
+LLM_ENDPOINT="http://127.0.0.1:$LLM_PORT/v1"
 SETUP_HINT="run the set-up command first: sudo bash scripts/setup.sh"
 
 log() { printf 'stack: %s\n' "$*" >&2; }
@@ -61,6 +66,7 @@ check_installed() {
     compgen -G "$TOOLS/kafka/libs/kafka_2.13-*.jar" >/dev/null || missing+=("Kafka jars in $TOOLS/kafka/libs")
     [ -x "$TOOLS/bin/minio" ] || missing+=("MinIO ($TOOLS/bin/minio)")
     command -v redis-server >/dev/null || missing+=("redis-server")
+    [ -n "$PYTHON" ] && [ -x "$PYTHON" ] || missing+=("python3 (for the LLM test server)")
     if [ "$(id -u)" -eq 0 ] && ! id "$STACK_USER" >/dev/null 2>&1; then
         missing+=("the OS user $STACK_USER")
     fi
@@ -135,17 +141,25 @@ prepare_dir() {
         chown -R "$STACK_USER:" "$DIR"
     fi
     chmod 0755 "$DIR"
-    # The S3 secret is made once per stack and kept in the secrets file, readable by
-    # the stack user alone (recsys.secrets_file).
+    # The S3 secret and the LLM API key are made once per stack and kept in the secrets
+    # file, readable by the stack user alone (recsys.secrets_file); the LLM test server
+    # reads its key from the same file. A stack made before the LLM server gets its key
+    # line added.
     if [ ! -f "$DIR/secrets" ]; then
         local secret
         secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
         as_user bash -c "umask 077; printf '%s\n' '# recsys secrets (recsys.secrets_file): name = value' \
             's3_access_key = $S3_ACCESS_KEY' 's3_secret_key = $secret' > '$DIR/secrets'"
     fi
+    if ! grep -q '^llm_api_key = ' "$DIR/secrets"; then
+        local key
+        key=sk-test-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+        as_user bash -c "printf '%s\n' 'llm_api_key = $key' >> '$DIR/secrets'"
+    fi
 }
 
 s3_secret() { sed -n 's/^s3_secret_key = //p' "$DIR/secrets"; }
+llm_key() { sed -n 's/^llm_api_key = //p' "$DIR/secrets"; }
 
 # ---------------------------------------------------------------- PostgreSQL
 pg_ready() { "$PGBIN/pg_isready" -q -h "$DIR/run" -p "$PG_PORT"; }
@@ -180,8 +194,15 @@ recsys.s3_timeout = '5s'
 recsys.redis_url = 'redis://127.0.0.1:$REDIS_PORT/0'
 recsys.redis_timeout = '2s'
 recsys.secrets_file = '$DIR/secrets'
-# recsys.llm_endpoint: set by the LLM test server once it is part of the stack.
+recsys.llm_endpoint = '$LLM_ENDPOINT'
 EOF
+    fi
+    # a cluster made before the LLM test server was part of the stack: point it there
+    if ! grep -q '^recsys.llm_endpoint' "$data/postgresql.conf"; then
+        as_user bash -c "printf '%s\n' \"recsys.llm_endpoint = '$LLM_ENDPOINT'\" >> '$data/postgresql.conf'"
+        if running postgres; then
+            as_user "$PGBIN/pg_ctl" -D "$data" reload >>"$DIR/logs/postgres.log" 2>&1 || true
+        fi
     fi
     if ! running postgres; then
         rm -f "$data/postmaster.pid.stale"
@@ -307,10 +328,17 @@ start_redis() {
 }
 
 # ---------------------------------------------------------------- LLM test server
-# The recommendations issue adds the project's OpenAI-protocol test server here
-# (test/llm_server.py on LLM_PORT) and sets recsys.llm_endpoint; until then the stack
-# leaves the LLM unconfigured and recsys ranks in the database alone.
-start_llm() { :; }
+# test/llm_server.py: OpenAI Chat Completions on LLM_PORT, key from the secrets file,
+# model gpt-4o-mini (recsys.llm_model's default); recsys.llm_endpoint points at it.
+# Its control API (mode, counts) is described at the top of the script.
+llm_ready() { curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$LLM_PORT/control/stats"; }
+
+start_llm() {
+    if ! running llm; then
+        spawn llm "$PYTHON" "$HERE/llm_server.py" --port "$LLM_PORT" --key-file "$DIR/secrets"
+    fi
+    wait_ready llm 30 llm_ready
+}
 stop_llm() { stop_pid llm 10; }
 
 # ---------------------------------------------------------------- commands
@@ -345,7 +373,7 @@ cmd_up() {
     start_redis
     start_llm
     start_postgres
-    log "up: postgres :$PG_PORT, kafka :$KAFKA_PORT, minio :$MINIO_PORT, redis :$REDIS_PORT (logs in $DIR/logs)"
+    log "up: postgres :$PG_PORT, kafka :$KAFKA_PORT, minio :$MINIO_PORT, redis :$REDIS_PORT, llm :$LLM_PORT (logs in $DIR/logs)"
 }
 
 cmd_down() {
@@ -360,10 +388,11 @@ cmd_status() {
     local part rc=0
     for part in postgres kafka minio redis llm; do
         if running "$part"; then
-            printf '%-9s running (pid %s)\n' "$part" "$(cat "$(pidfile "$part")")"
+            printf '%-9s running (pid %s)%s\n' "$part" "$(cat "$(pidfile "$part")")" \
+                "$([ "$part" = llm ] && echo ", endpoint $LLM_ENDPOINT")"
         else
             printf '%-9s stopped\n' "$part"
-            [ "$part" = llm ] || rc=1
+            rc=1
         fi
     done
     return $rc
@@ -384,7 +413,8 @@ export S3_BUCKET='$BUCKET'
 export S3_ACCESS_KEY='$S3_ACCESS_KEY'
 export S3_SECRET_KEY='$( [ -f "$DIR/secrets" ] && s3_secret )'
 export REDIS_URL='redis://127.0.0.1:$REDIS_PORT/0'
-export LLM_ENDPOINT=''
+export LLM_ENDPOINT='$LLM_ENDPOINT'
+export LLM_API_KEY='$( [ -f "$DIR/secrets" ] && llm_key )'
 EOF
 }
 

@@ -26,17 +26,17 @@ ok $? "a second stack starts with its own directory and ports" || diag "$(tail -
 second up >/dev/null 2>&1
 ok $? "up twice on the second stack succeeds"
 second_pids=$(pids_of "$SECOND_DIR")
-is "$(alive_count "$second_pids")" 4 "the second stack runs postgres, kafka, minio and redis"
+is "$(alive_count "$second_pids")" 5 "the second stack runs postgres, kafka, minio, redis and the llm test server"
 
 second_port=$(eval "$(second env)"; echo "$PGPORT")
 is "$second_port" "$SECOND_BASE" "the second stack's env points at its own ports"
 health2=$(eval "$(second env)"; psql_val "SELECT string_agg(component || '=' || ok, ',' ORDER BY component) FROM recsys_health() WHERE configured")
-is "$health2" "kafka=true,postgres=true,redis=true,s3=true" "the second stack is healthy"
+is "$health2" "kafka=true,llm=true,postgres=true,redis=true,s3=true" "the second stack is healthy"
 (eval "$(second env)"; psql_val "CREATE TABLE only_in_second(x int)" >/dev/null)
 is "$(psql_val "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_second'")" 0 \
     "a table made in the second stack is not in the first"
 health=$(psql_val "SELECT string_agg(component || '=' || ok, ',' ORDER BY component) FROM recsys_health() WHERE configured")
-is "$health" "kafka=true,postgres=true,redis=true,s3=true" "the first stack is still healthy beside the second"
+is "$health" "kafka=true,llm=true,postgres=true,redis=true,s3=true" "the first stack is still healthy beside the second"
 
 second down >/dev/null 2>&1
 ok $? "down stops the second stack"

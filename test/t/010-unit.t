@@ -3,7 +3,9 @@
 # neighbour kernel, the aggregate's reduction, the row validator and the event parser
 # under valgrind (any error or definite leak fails), their fuzzing corpus under
 # AddressSanitizer,
-# the S3 client against the stack's MinIO, the Kafka client against the stack's broker.
+# the S3 client against the stack's MinIO, the Kafka client against the stack's broker,
+# the LLM client against the stack's LLM test server (under valgrind without the two
+# checks that wait on a slow server, then all of them without valgrind).
 # Each program prints TAP; its lines are counted here, prefixed with its name.
 source "$(dirname "$0")/../lib.sh"
 TOOLS=${RECSYS_TOOLS_DIR:-/opt/recsys-tools}
@@ -55,5 +57,8 @@ java -Xms64m -Xmx256m -cp "$TOOLS/kafka/libs/*" org.apache.kafka.tools.TopicComm
     --bootstrap-server "$KAFKA_BROKERS" --create --if-not-exists --topic recsys-unit \
     --partitions 3 --replication-factor 1 >/dev/null 2>&1
 unit kafka "$BIN/kafka_test" "$KAFKA_BROKERS" recsys-unit
+
+unit llm "${VG[@]}" "$BIN/llm_test" --no-slow
+unit llm-slow "$BIN/llm_test"
 
 done_testing

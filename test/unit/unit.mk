@@ -10,7 +10,7 @@ LDLIBS = -lcurl -lxml2 -lz -lcrypto -ljansson -lpthread
 HERE := $(dir $(lastword $(MAKEFILE_LIST)))
 PROGRAMS = $(HERE)bin/s3_test $(HERE)bin/s3_tool $(HERE)bin/eventjson_test \
 	$(HERE)bin/csv_test $(HERE)bin/event_test $(HERE)bin/kafka_test \
-	$(HERE)bin/neighbors_test $(HERE)bin/merge_test
+	$(HERE)bin/neighbors_test $(HERE)bin/merge_test $(HERE)bin/llm_test
 
 all: $(PROGRAMS)
 
@@ -55,3 +55,8 @@ $(HERE)bin/neighbors_test: $(HERE)tap.h $(HERE)neighbors_test.c $(HERE)../../src
 $(HERE)bin/merge_test: $(HERE)tap.h $(HERE)merge_test.c $(HERE)../../src/ratings_merge.c $(HERE)../../src/ratings_merge.h
 	mkdir -p $(HERE)bin
 	$(CC) $(CFLAGS) -o $@ $(HERE)merge_test.c $(HERE)../../src/ratings_merge.c
+
+# The LLM client, against the stack's test server (test/llm_server.py).
+$(HERE)bin/llm_test: $(HERE)tap.h $(HERE)llm_test.c $(HERE)../../src/llm.c $(HERE)../../src/llm.h $(HERE)../../src/libutil.c
+	mkdir -p $(HERE)bin
+	$(CC) $(CFLAGS) -o $@ $(HERE)llm_test.c $(HERE)../../src/llm.c $(HERE)../../src/libutil.c -lcurl -ljansson -lpthread
