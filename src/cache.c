@@ -35,7 +35,7 @@
  *   Ids remembered in a subtransaction that rolls back are dropped anyway (a harmless
  *   extra miss).
  * - Counters (hits, misses, stale, corrupt, errors, skips, stores, invalidated keys,
- *   namespace bumps) are atomics in shared memory when recsys is preloaded, and
+ *   namespace bumps, commits whose invalidations were lost) are atomics in shared memory when recsys is preloaded, and
  *   backend-local otherwise; recsys.cache_status() reports them in recsys.status.
  */
 #include "postgres.h"
@@ -85,6 +85,7 @@ typedef struct CacheShared
 	pg_atomic_uint64 stores;
 	pg_atomic_uint64 invalidated;	/* keys sent in DEL batches that succeeded */
 	pg_atomic_uint64 bumps;			/* namespace bumps */
+	pg_atomic_uint64 lost;			/* commits whose invalidations were not sent */
 	pg_atomic_uint32 down;			/* read without the lock on the fast path */
 	slock_t		mutex;				/* protects the fields below */
 	TimestampTz retry_at;
@@ -231,6 +232,7 @@ cache_shared_init(CacheShared *sh)
 	pg_atomic_init_u64(&sh->stores, 0);
 	pg_atomic_init_u64(&sh->invalidated, 0);
 	pg_atomic_init_u64(&sh->bumps, 0);
+	pg_atomic_init_u64(&sh->lost, 0);
 	pg_atomic_init_u32(&sh->down, 0);
 	SpinLockInit(&sh->mutex);
 }
@@ -845,6 +847,8 @@ cache_send_pending(void)
 			else
 				pg_atomic_fetch_add_u64(&sh->invalidated, n);
 		}
+		else
+			pg_atomic_fetch_add_u64(&sh->lost, 1);
 		CallbackWarned = false;
 	}
 	PG_CATCH();
@@ -901,6 +905,7 @@ recsys_cache_status(PG_FUNCTION_ARGS)
 		{"corrupt", &sh->corrupt}, {"errors", &sh->errors},
 		{"backoff_skips", &sh->skips}, {"stores", &sh->stores},
 		{"invalidated", &sh->invalidated}, {"namespace_bumps", &sh->bumps},
+		{"invalidations_lost", &sh->lost},
 	};
 	bool		down;
 	TimestampTz retry_at;

@@ -27,6 +27,7 @@ cleanup() {
 trap cleanup EXIT
 
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+PGDATA_DIR=$(psql_val "SHOW data_directory")
 DBOID=$(psql_val "SELECT oid FROM pg_database WHERE datname = current_database()")
 ns() { local v; v=$(rcli GET "recsys:$DBOID:ns"); echo "${v:-0}"; }
 key() { echo "recsys:$DBOID:$(ns):rec:$1"; }
@@ -39,10 +40,11 @@ ids() { psql_val "$GETSQL($1, $2)"; }
 # delta NAME BEFORE: how much a counter moved
 delta() { echo $(( $(metric "$1") - $2 )); }
 
+l0=$(metric invalidations_lost)
 # a clean slate: no entry of this database, namespace 0
 rcli --scan --pattern "recsys:$DBOID:*" | while read -r k; do rcli DEL "$k" >/dev/null; done
 
-is "$(psql_val "SELECT count(*) FROM recsys.status WHERE component = 'cache'")" 11 "recsys.status has the cache's rows"
+is "$(psql_val "SELECT count(*) FROM recsys.status WHERE component = 'cache'")" 12 "recsys.status has the cache's rows"
 is "$(metric state)" up "cache state: up"
 is "$(psql -X -qtA -c "SET recsys.redis_url = ''" -c "SELECT value FROM recsys.status WHERE component = 'cache' AND metric = 'state'")" \
    "not configured" "cache state without recsys.redis_url: not configured"
@@ -159,6 +161,15 @@ done
 is "$wrong" "" "every corrupt value is a miss (${#bad[@]} kinds)"
 is "$(delta corrupt "$c0") $(delta misses "$m0")" "${#bad[@]} ${#bad[@]}" "each counted as corrupt and as a miss"
 like "$(metric last_error)" "corrupt cache entry for user $U" "last_error names the corrupt entry"
+# every truncation of a valid value is a miss
+good=$'RSC1 400007 5 2\n1 2.5 e 3:abc\n2 1 l N\n'
+wrong=""
+for ((i = 0; i < ${#good}; i++)); do
+    rcli SET "$(key $U)" "${good:0:i}" >/dev/null
+    got=$(ids $U 5)
+    [ "$got" = miss ] || wrong="$wrong $i:$got"
+done
+is "$wrong" "" "every truncation of a valid value is a miss (${#good} lengths)"
 e0=$(metric errors)
 rcli DEL "$(key $U)" >/dev/null; rcli RPUSH "$(key $U)" x >/dev/null
 is "$(ids $U 5)" miss "a key of another type: a miss"
@@ -191,6 +202,7 @@ like "$(metric last_error)" 'Resource temporarily unavailable|timed out|timeout'
 wait_for 25 bash -c "psql -X -q -tA -c \"$GETSQL(400010, 1)\" 2>/dev/null | grep -qx '11,12'"
 ok $? "after the pause the cache hits again"
 is "$(metric state)" up "state: up again"
+is "$(delta invalidations_lost "$l0")" 0 "no invalidation lost so far"
 
 # --- Redis stopped
 put 400011 1 "13"
@@ -219,10 +231,38 @@ EOF
 )
 like "$out" "committed" "put and a commit with pending invalidations succeed while Redis is down"
 unlike "$out" "ERROR" "no error raised"
+is "$(delta invalidations_lost "$l0")" 1 "the commit's invalidations are counted as lost"
 "$STACK" start redis >/dev/null
 # the stack's Redis keeps nothing across a restart: store again once the backoff expires
 wait_for 25 bash -c "psql -X -q -tA -c \"SELECT recsys.cache_debug_put(400011, 1, '{13}')\" -c \"$GETSQL(400011, 1)\" 2>/dev/null | grep -qx 13"
 ok $? "after Redis is back the client reconnects and the cache hits again"
 is "$(metric state)" up "state: up"
+
+# --- the password comes from the secrets file (redis_password)
+PW="pw-$RANDOM-$RANDOM"
+ORIG_SECRETS=$(psql_val "SHOW recsys.secrets_file")
+SECRETS="$FX/secrets"
+{ [ -n "$ORIG_SECRETS" ] && cat "$ORIG_SECRETS"; echo "redis_password = $PW"; } > "$SECRETS"
+chown "$(stat -c %U "$PGDATA_DIR")" "$SECRETS"; chmod 0600 "$SECRETS"
+cleanup_password() {
+    psql -X -qtA -c "ALTER SYSTEM RESET recsys.secrets_file" -c "SELECT pg_reload_conf()" >/dev/null 2>&1
+    REDISCLI_AUTH=$PW rcli CONFIG SET requirepass "" >/dev/null 2>&1
+    unset REDISCLI_AUTH
+}
+trap 'cleanup_password; cleanup' EXIT
+rcli CONFIG SET requirepass "$PW" >/dev/null
+export REDISCLI_AUTH=$PW
+e0=$(metric errors)
+is "$(psql_val "SELECT recsys.cache_debug_put(400020, 1, '{21}')" >/dev/null; ids 400020 1)" miss \
+   "Redis asks for a password the server does not have: a miss"
+ok $([ "$(delta errors "$e0")" -ge 2 ]; echo $?) "the refusals (NOAUTH) are counted as errors"
+psql -X -qtA -c "ALTER SYSTEM SET recsys.secrets_file = '$SECRETS'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_for 10 bash -c "[ \"\$(psql -X -qtA -c 'SHOW recsys.secrets_file')\" = '$SECRETS' ]"
+put 400020 1 "21"
+is "$(ids 400020 1)" 21 "with redis_password in recsys.secrets_file the cache works"
+is "$(rcli EXISTS "$(key 400020)")" 1 "the entry is in Redis"
+unlike "$(psql_val "SELECT string_agg(value, ' ') FROM recsys.status WHERE component = 'cache'") $(psql_val "SELECT string_agg(detail, ' ') FROM recsys_health()")" \
+   "$PW" "the password shows nowhere in recsys.status or recsys_health()"
+cleanup_password
 
 done_testing
