@@ -366,3 +366,99 @@ CREATE OR REPLACE VIEW recsys.status AS
 		  WHERE status = 'quarantined' ORDER BY at DESC, object_key LIMIT 1), '');
 COMMENT ON VIEW recsys.status IS
 	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, ...';
+
+-- cache (issue 8)
+--
+-- Part 40 of the install script, its cache section: recsys.cache_status() and the
+-- cache's test hooks; then recsys.status again, with the cache's rows (part 90).
+
+/*
+ * The cache's part of recsys.status (part 90): counters and state kept in shared
+ * memory. Reading recsys.status takes EXECUTE on it (README "Permission model").
+ */
+CREATE FUNCTION recsys.cache_status()
+RETURNS TABLE (component text, metric text, value text)
+AS 'MODULE_PATHNAME', 'recsys_cache_status'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION recsys.cache_status() FROM PUBLIC;
+
+/*
+ * Test hooks of test/t/400-cache.t (superusers only): store, read and invalidate a
+ * list through the cache's C interface, as recsys_recommend does.
+ */
+CREATE FUNCTION recsys.cache_debug_put(user_id bigint, version bigint, movie_ids bigint[],
+									   reasons text[] DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'recsys_cache_debug_put'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION recsys.cache_debug_put(bigint, bigint, bigint[], text[]) IS
+	'Test hook: cache a list of these movies for the user at this profile version';
+REVOKE ALL ON FUNCTION recsys.cache_debug_put(bigint, bigint, bigint[], text[]) FROM PUBLIC;
+
+CREATE FUNCTION recsys.cache_debug_get(user_id bigint, version bigint)
+RETURNS TABLE (movie_id bigint, score float8, source text, reason text)
+AS 'MODULE_PATHNAME', 'recsys_cache_debug_get'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys.cache_debug_get(bigint, bigint) IS
+	'Test hook: the user''s cached list if its profile version is this one; no rows on a miss';
+REVOKE ALL ON FUNCTION recsys.cache_debug_get(bigint, bigint) FROM PUBLIC;
+
+CREATE FUNCTION recsys.cache_debug_invalidate(user_ids bigint[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'recsys_cache_debug_invalidate'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys.cache_debug_invalidate(bigint[]) IS
+	'Test hook: drop these users'' cached lists when the transaction commits';
+REVOKE ALL ON FUNCTION recsys.cache_debug_invalidate(bigint[]) FROM PUBLIC;
+
+CREATE FUNCTION recsys.cache_debug_invalidate_all()
+RETURNS void
+AS 'MODULE_PATHNAME', 'recsys_cache_debug_invalidate_all'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys.cache_debug_invalidate_all() IS
+	'Test hook: bump the cache namespace (every cached list) when the transaction commits';
+REVOKE ALL ON FUNCTION recsys.cache_debug_invalidate_all() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW recsys.status AS
+	SELECT s.component, s.metric, s.value FROM recsys.archive_status() s
+	UNION ALL
+	SELECT 'archive', 'objects', count(*)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'events', coalesce(sum(events), 0)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'dead_letters', count(*)::text FROM recsys.archive_dead_letters
+	UNION ALL
+	SELECT 'archive', 'retention_gap_offsets', coalesce(sum(to_offset - from_offset), 0)::text
+	  FROM recsys.archive_gaps
+	UNION ALL
+	SELECT 'aggregate', m.metric, m.value
+	  FROM (SELECT * FROM recsys.aggregate_runs ORDER BY run_id DESC LIMIT 1) r,
+		   LATERAL (VALUES
+			('last_run', r.run_id::text || ' ' || r.status ||
+				CASE WHEN r.rebuild THEN ' (rebuild)' ELSE '' END),
+			('last_run_started', r.started_at::text),
+			('last_run_finished', coalesce(r.finished_at::text, '')),
+			('last_run_seconds', coalesce(round(r.seconds::numeric, 3)::text, '')),
+			('last_run_events', coalesce(r.events::text, '')),
+			('last_run_error', coalesce(r.error, ''))) m(metric, value)
+	UNION ALL
+	SELECT 'aggregate', 'last_success', coalesce(max(finished_at)::text, 'never')
+	  FROM recsys.aggregate_runs WHERE status = 'succeeded'
+	UNION ALL
+	SELECT 'aggregate', 'objects_pending', count(*)::text
+	  FROM recsys.archive_manifest m
+	 WHERE NOT EXISTS (SELECT 1 FROM recsys.aggregate_objects a
+						WHERE a.object_key = m.object_key AND a.bytes = m.bytes)
+	UNION ALL
+	SELECT 'aggregate', 'objects_quarantined', count(*)::text
+	  FROM recsys.aggregate_objects WHERE status = 'quarantined'
+	UNION ALL
+	SELECT 'aggregate', 'last_quarantined', coalesce(
+		(SELECT object_key || ': ' || error FROM recsys.aggregate_objects
+		  WHERE status = 'quarantined' ORDER BY at DESC, object_key LIMIT 1), '')
+	UNION ALL
+	SELECT * FROM recsys.cache_status();
+COMMENT ON VIEW recsys.status IS
+	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, cache, ...';
+
+-- end of cache (issue 8)

@@ -12,6 +12,7 @@
 
 #include "aggregate.h"
 #include "archiver.h"
+#include "cache.h"
 #include "guc.h"
 #include "ingest.h"
 #include "recsys.h"
@@ -31,6 +32,7 @@ _PG_init(void)
 	IngestInit();
 	ArchiverInit();
 	AggregateInit();
+	CacheInit();
 }
 
 /* Raise an error when a function that needs the workers runs without preloading. */

@@ -267,6 +267,41 @@ RedisDelMany(RedisConn *conn, const char *const *keys, int nkeys, char *err, siz
 	return deleted;
 }
 
+/* INCR a counter. */
+int
+RedisIncr(RedisConn *conn, const char *key, long long *out, char *err, size_t errlen)
+{
+	redisReply *reply = redisCommand(conn->ctx, "INCR %s", key);
+
+	if (reply_error(conn->ctx, reply, "INCR", err, errlen))
+		return -1;
+	if (reply->type != REDIS_REPLY_INTEGER)
+	{
+		snprintf(err, errlen, "Redis answered INCR with something other than an integer");
+		freeReplyObject(reply);
+		return -1;
+	}
+	*out = reply->integer;
+	freeReplyObject(reply);
+	return 0;
+}
+
+/* Tell a reply error from a closed connection and from other I/O failures. */
+int
+RedisBroken(RedisConn *conn)
+{
+	redisContext *ctx = conn->ctx;
+
+	if (ctx == NULL || ctx->err == 0)
+		return 0;
+	if (ctx->err == REDIS_ERR_EOF ||
+		(ctx->err == REDIS_ERR_IO &&
+		 (strcmp(ctx->errstr, strerror(ECONNRESET)) == 0 ||
+		  strcmp(ctx->errstr, strerror(EPIPE)) == 0)))
+		return REDIS_BROKEN_CLOSED;
+	return REDIS_BROKEN_IO;
+}
+
 /* Turn a failed or error reply into a message; nonzero when the reply is unusable. */
 static int
 reply_error(redisContext *ctx, redisReply *reply, const char *what, char *err, size_t errlen)

@@ -49,4 +49,19 @@ extern int	RedisSetEx(RedisConn *conn, const char *key, const char *val, size_t 
 extern long RedisDelMany(RedisConn *conn, const char *const *keys, int nkeys,
 						 char *err, size_t errlen);
 
+/* INCR key, the new value in *out; 0 or -1. */
+extern int	RedisIncr(RedisConn *conn, const char *key, long long *out,
+					  char *err, size_t errlen);
+
+/*
+ * After a call failed: 0 when the server answered with an error reply (the
+ * connection still works, though a failed pipeline leaves replies unread: close it),
+ * REDIS_BROKEN_CLOSED when the server had closed the connection (a restart: a new
+ * connection may well work), REDIS_BROKEN_IO for any other I/O failure, a timeout
+ * included.
+ */
+#define REDIS_BROKEN_CLOSED	1
+#define REDIS_BROKEN_IO		2
+extern int	RedisBroken(RedisConn *conn);
+
 #endif							/* RECSYS_REDIS_H */

@@ -1,6 +1,7 @@
 /*
  * recsys install script, part 90: recsys.status, one view over every stage's state
- * (the archiver's shared memory, the manifest, the aggregate's runs and watermark).
+ * (the archiver's shared memory, the manifest, the aggregate's runs and watermark, the
+ * recommendation cache's shared memory).
  */
 CREATE VIEW recsys.status AS
 	SELECT s.component, s.metric, s.value FROM recsys.archive_status() s
@@ -38,6 +39,8 @@ CREATE VIEW recsys.status AS
 	UNION ALL
 	SELECT 'aggregate', 'last_quarantined', coalesce(
 		(SELECT object_key || ': ' || error FROM recsys.aggregate_objects
-		  WHERE status = 'quarantined' ORDER BY at DESC, object_key LIMIT 1), '');
+		  WHERE status = 'quarantined' ORDER BY at DESC, object_key LIMIT 1), '')
+	UNION ALL
+	SELECT * FROM recsys.cache_status();
 COMMENT ON VIEW recsys.status IS
-	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, ...';
+	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, cache, ...';
