@@ -462,3 +462,117 @@ COMMENT ON VIEW recsys.status IS
 	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, cache, ...';
 
 -- end of cache (issue 8)
+
+-- recommendations (issue 8)
+--
+-- Part 41 of the install script: the ratings not yet aggregated, each genre's best
+-- movies, recsys_recommend() and recsys_similar().
+
+
+/*
+ * Ratings made with recsys_rate() that no aggregate has included yet: written in the
+ * rating's transaction (the relay deletes outbox rows as it sends them), read by every
+ * recsys_recommend() call, deleted by the aggregate that includes them.  So a movie a
+ * user just rated never comes back, whatever the cache holds.
+ */
+CREATE TABLE recsys.recent_ratings (
+	user_id		bigint NOT NULL,
+	movie_id	bigint NOT NULL,
+	rating		numeric(2,1) NOT NULL,
+	rated_at	timestamptz NOT NULL,
+	event_id	bigint NOT NULL,
+	PRIMARY KEY (user_id, movie_id, event_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.recent_ratings', '');
+
+/* the popular movies, for cold users and as a prior */
+CREATE INDEX ON recsys.movie_stats (n_ratings DESC, movie_id);
+
+/*
+ * The best Bayesian averages of each genre, best first (100 a genre), rewritten by
+ * every aggregate with the movie statistics: the ranking reads a user's favourite
+ * genres' candidates, and the candidates of a genre filter, from here.
+ */
+CREATE TABLE recsys.genre_top (
+	genre		text NOT NULL,
+	rank		int NOT NULL,
+	movie_id	bigint NOT NULL,
+	bayes_avg	float8 NOT NULL,
+	PRIMARY KEY (genre, rank)
+);
+
+CREATE FUNCTION recsys_recommend(user_id bigint, n int DEFAULT 5, genres text[] DEFAULT NULL,
+	exclude bigint[] DEFAULT NULL)
+RETURNS TABLE (rank int, movie_id bigint, title text, genres text[], score float8,
+	reason text, source text)
+AS 'MODULE_PATHNAME', 'recsys_recommend'
+LANGUAGE C VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION recsys_recommend(bigint, int, text[], bigint[]) IS
+	'n movies for a user, best first, each with a reason; source: cache, engine or llm';
+REVOKE ALL ON FUNCTION recsys_recommend(bigint, int, text[], bigint[]) FROM PUBLIC;
+
+CREATE FUNCTION recsys_similar(movie_id bigint, n int DEFAULT 10)
+RETURNS TABLE (rank int, movie_id bigint, title text, similarity float8)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT nb.rank, nb.neighbor_id, m.title, nb.similarity
+	  FROM recsys.item_neighbors nb
+	  JOIN recsys.movies m ON m.movie_id = nb.neighbor_id
+	 WHERE nb.movie_id = $1 AND nb.rank <= $2
+	 ORDER BY nb.rank
+$$;
+COMMENT ON FUNCTION recsys_similar(bigint, int) IS
+	'The movie''s item neighbours, most similar first ("more like this")';
+REVOKE ALL ON FUNCTION recsys_similar(bigint, int) FROM PUBLIC;
+/* The LLM's part of recsys.status: calls, failures by kind, ids dropped (shared memory). */
+CREATE FUNCTION recsys.llm_status()
+RETURNS TABLE (component text, metric text, value text)
+AS 'MODULE_PATHNAME', 'recsys_llm_status'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION recsys.llm_status() FROM PUBLIC;
+
+CREATE OR REPLACE VIEW recsys.status AS
+	SELECT s.component, s.metric, s.value FROM recsys.archive_status() s
+	UNION ALL
+	SELECT 'archive', 'objects', count(*)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'events', coalesce(sum(events), 0)::text FROM recsys.archive_manifest
+	UNION ALL
+	SELECT 'archive', 'dead_letters', count(*)::text FROM recsys.archive_dead_letters
+	UNION ALL
+	SELECT 'archive', 'retention_gap_offsets', coalesce(sum(to_offset - from_offset), 0)::text
+	  FROM recsys.archive_gaps
+	UNION ALL
+	SELECT 'aggregate', m.metric, m.value
+	  FROM (SELECT * FROM recsys.aggregate_runs ORDER BY run_id DESC LIMIT 1) r,
+		   LATERAL (VALUES
+			('last_run', r.run_id::text || ' ' || r.status ||
+				CASE WHEN r.rebuild THEN ' (rebuild)' ELSE '' END),
+			('last_run_started', r.started_at::text),
+			('last_run_finished', coalesce(r.finished_at::text, '')),
+			('last_run_seconds', coalesce(round(r.seconds::numeric, 3)::text, '')),
+			('last_run_events', coalesce(r.events::text, '')),
+			('last_run_error', coalesce(r.error, ''))) m(metric, value)
+	UNION ALL
+	SELECT 'aggregate', 'last_success', coalesce(max(finished_at)::text, 'never')
+	  FROM recsys.aggregate_runs WHERE status = 'succeeded'
+	UNION ALL
+	SELECT 'aggregate', 'objects_pending', count(*)::text
+	  FROM recsys.archive_manifest m
+	 WHERE NOT EXISTS (SELECT 1 FROM recsys.aggregate_objects a
+						WHERE a.object_key = m.object_key AND a.bytes = m.bytes)
+	UNION ALL
+	SELECT 'aggregate', 'objects_quarantined', count(*)::text
+	  FROM recsys.aggregate_objects WHERE status = 'quarantined'
+	UNION ALL
+	SELECT 'aggregate', 'last_quarantined', coalesce(
+		(SELECT object_key || ': ' || error FROM recsys.aggregate_objects
+		  WHERE status = 'quarantined' ORDER BY at DESC, object_key LIMIT 1), '')
+	UNION ALL
+	SELECT * FROM recsys.cache_status()
+	UNION ALL
+	SELECT * FROM recsys.llm_status();
+COMMENT ON VIEW recsys.status IS
+	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, cache, ...';
+
+-- end of recommendations (issue 8)

@@ -25,6 +25,7 @@
 #include "utils/memutils.h"
 
 #include "aggregate.h"
+#include "cache.h"
 
 typedef struct StreamMap
 {
@@ -67,6 +68,7 @@ AggListObjects(AggRun *run)
 
 		AggProgressPhase("clearing the derived tables");
 		clear_derived();
+		CacheInvalidateAllAfterCommit();
 		AggProgressPhase("listing the object store");
 		if (ArchiveStoreList(run->store, list_cb, &ls, err, sizeof(err)) != ARCHIVE_OK)
 			ereport(ERROR,

@@ -203,7 +203,7 @@ GucInit(void)
 	DefineCustomIntVariable("recsys.neighbors_k",
 							"Neighbours kept per movie in recsys.item_neighbors.",
 							"A change takes effect at the next aggregate, which recomputes every movie's neighbours.",
-							&recsys_neighbors_k, 20, 1, 1000,
+							&recsys_neighbors_k, 50, 1, 1000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("recsys.neighbors_refresh",
 							 "Share of changed ratings that makes an aggregate recompute the item neighbours.",
@@ -217,7 +217,7 @@ GucInit(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("recsys.neighbors_alpha",
 							 "User damping of item similarities: a user counts 1 / n^alpha.",
-							 NULL, &recsys_neighbors_alpha, 0.5, 0.0, 2.0,
+							 NULL, &recsys_neighbors_alpha, 0.25, 0.0, 2.0,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("recsys.neighbors_beta",
 							 "Asymmetric cosine exponent of item similarities (0.5: cosine).",
@@ -225,11 +225,11 @@ GucInit(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("recsys.neighbors_shrink",
 							 "Shrinkage added to the denominator of item similarities.",
-							 NULL, &recsys_neighbors_shrink, 10.0, 0.0, 1e6,
+							 NULL, &recsys_neighbors_shrink, 5.0, 0.0, 1e6,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("recsys.neighbors_min_common",
 							"Fewest users who rated both movies for them to be neighbours.",
-							NULL, &recsys_neighbors_min_common, 2, 1, INT_MAX,
+							NULL, &recsys_neighbors_min_common, 3, 1, INT_MAX,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("recsys.neighbors_threads",
 							"Threads of the aggregating worker that compute item neighbours.",
@@ -240,12 +240,12 @@ GucInit(void)
 	DefineCustomIntVariable("recsys.recommend_seeds",
 							"Most recent ratings of a user that seed the ranking.",
 							"Caps the cost of a very active user's call.",
-							&recsys_recommend_seeds, 50, 1, 10000,
+							&recsys_recommend_seeds, 20, 1, 10000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("recsys.recommend_neutral",
 							 "Rating that counts as neither a like nor a dislike in the ranking.",
 							 "A seed weighs (rating - this): below it, its neighbours are pushed down.",
-							 &recsys_recommend_neutral, 2.5, 0.0, 5.0,
+							 &recsys_recommend_neutral, 3.0, 0.0, 5.0,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("recsys.recommend_half_life",
 							 "Days after which a seed counts half, relative to the user's latest rating.",
@@ -258,7 +258,7 @@ GucInit(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomRealVariable("recsys.recommend_popularity_weight",
 							 "Weight of well-rated popularity in the ranking.",
-							 NULL, &recsys_recommend_popularity_weight, 0.5, 0.0, 1e6,
+							 NULL, &recsys_recommend_popularity_weight, 0.6, 0.0, 1e6,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("recsys");

@@ -34,13 +34,13 @@
 #include "guc.h"
 #include "neighbors_kernel.h"
 
-int			recsys_neighbors_k = 20;
+int			recsys_neighbors_k = 50;
 double		recsys_neighbors_refresh = 0.1;
 int			recsys_neighbors_user_cap = 500;
-double		recsys_neighbors_alpha = 0.5;
+double		recsys_neighbors_alpha = 0.25;
 double		recsys_neighbors_beta = 0.5;
-double		recsys_neighbors_shrink = 10.0;
-int			recsys_neighbors_min_common = 2;
+double		recsys_neighbors_shrink = 5.0;
+int			recsys_neighbors_min_common = 3;
 int			recsys_neighbors_threads = 2;
 
 typedef struct Triples

@@ -35,6 +35,7 @@
 
 #include "aggregate.h"
 #include "bulkcopy.h"
+#include "cache.h"
 
 #define MAX_GENRES		256
 #define DENSE_MAX_ID	(16 * 1024 * 1024)
@@ -622,6 +623,16 @@ AggUpdateProfiles(AggRun *run)
 	BulkCopy("recsys", "user_profiles", cols, profile_row, &gen);
 	CommandCounterIncrement();
 	run->users = nusers;
+
+	/* their cached recommendations go when this run commits (the version check is the guarantee) */
+	{
+		int64	   *ids = MemoryContextAllocHuge(run->cxt, sizeof(int64) * nusers);
+
+		for (u = 0; u < nusers; u++)
+			ids[u] = p[u].user_id;
+		CacheInvalidateAfterCommit(ids, (int) nusers);
+		pfree(ids);
+	}
 }
 
 /* The next profile row for COPY (users with no rating left are skipped). */

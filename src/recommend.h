@@ -13,4 +13,7 @@ extern double recsys_recommend_half_life;
 extern double recsys_recommend_genre_weight;
 extern double recsys_recommend_popularity_weight;
 
+/* Register the LLM counters' shared memory (when preloaded). */
+extern void RecommendInit(void);
+
 #endif							/* RECSYS_RECOMMEND_H */

@@ -15,6 +15,7 @@
 #include "cache.h"
 #include "guc.h"
 #include "ingest.h"
+#include "recommend.h"
 #include "recsys.h"
 
 PG_MODULE_MAGIC;
@@ -33,6 +34,7 @@ _PG_init(void)
 	ArchiverInit();
 	AggregateInit();
 	CacheInit();
+	RecommendInit();
 }
 
 /* Raise an error when a function that needs the workers runs without preloading. */

@@ -64,3 +64,10 @@ $$;
 COMMENT ON FUNCTION recsys_similar(bigint, int) IS
 	'The movie''s item neighbours, most similar first ("more like this")';
 REVOKE ALL ON FUNCTION recsys_similar(bigint, int) FROM PUBLIC;
+
+/* The LLM's part of recsys.status: calls, failures by kind, ids dropped (shared memory). */
+CREATE FUNCTION recsys.llm_status()
+RETURNS TABLE (component text, metric text, value text)
+AS 'MODULE_PATHNAME', 'recsys_llm_status'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION recsys.llm_status() FROM PUBLIC;

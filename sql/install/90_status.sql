@@ -41,6 +41,8 @@ CREATE VIEW recsys.status AS
 		(SELECT object_key || ': ' || error FROM recsys.aggregate_objects
 		  WHERE status = 'quarantined' ORDER BY at DESC, object_key LIMIT 1), '')
 	UNION ALL
-	SELECT * FROM recsys.cache_status();
+	SELECT * FROM recsys.cache_status()
+	UNION ALL
+	SELECT * FROM recsys.llm_status();
 COMMENT ON VIEW recsys.status IS
 	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, cache, ...';

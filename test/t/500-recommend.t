@@ -27,7 +27,7 @@ EOF
 is "$(aggregate "${NB[@]}")" "1 12 5 4" "the fixture is aggregated"
 
 # neighbours only: no popularity, no genres, no decay
-R=(-c "SET recsys.recommend_popularity_weight = 0" -c "SET recsys.recommend_genre_weight = 0"
+R=(-c "SET recsys.redis_url = ''" -c "SET recsys.llm_endpoint = ''" -c "SET recsys.recommend_popularity_weight = 0" -c "SET recsys.recommend_genre_weight = 0"
    -c "SET recsys.recommend_half_life = 0" -c "SET recsys.recommend_neutral = 2.5")
 rec() { psql -X -qtA -F '|' "${R[@]}" -c "$1" 2>&1; }
 
@@ -68,16 +68,16 @@ is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_reco
     "exclude => {11}: not returned, the next one takes its place"
 
 # cold and unknown users: well-rated popular movies
-is "$(psql -X -qtA -c "SET recsys.recommend_popularity_weight = 1" -c "SELECT string_agg(movie_id || '=' || round(score::numeric, 4), ' ' ORDER BY rank) FROM recsys_recommend(999, 4)")" \
-    "1=0.6925 3=0.5635 11=0.4664 2=0.2976" \
-    "an unknown user: ln(1 + n) / ln(1 + n_max) x bayes_avg / 5"
-is "$(psql_val "SELECT reason FROM recsys_recommend(999, 1)")" "Popular and highly rated: 3.6 average from 4 ratings" \
+is "$(psql -X -qtA -c "SET recsys.redis_url = ''" -c "SET recsys.llm_endpoint = ''" -c "SET recsys.recommend_popularity_weight = 1" -c "SELECT string_agg(movie_id || '=' || round(score::numeric, 4), ' ' ORDER BY rank) FROM recsys_recommend(999, 4)")" \
+    "1=0.7006 3=0.6721 11=0.4727 2=0.3018" \
+    "an unknown user: ln(1 + n) / ln(1 + n_max) x bayes_avg / 5 (m = 38 / 11; Grumpier Old Men now has 4 ratings)"
+is "$(psql -X -qtA -c "SET recsys.redis_url = ''" -c "SET recsys.llm_endpoint = ''" -c "SELECT reason FROM recsys_recommend(999, 1)")" "Popular and highly rated: 3.6 average from 4 ratings" \
     "with the popularity reason"
 
 # more like this
 is "$(psql_val "SELECT string_agg(rank || ':' || movie_id || ':' || title || ':' || round(similarity::numeric, 4), ' | ' ORDER BY rank) FROM recsys_similar(1, 5)")" \
-    "1:3:Grumpier Old Men, The (1995):0.8660 | 2:11:American President, The (1995):0.3536" \
-    "recsys_similar: the item neighbours with titles"
+    "1:3:Grumpier Old Men, The (1995):1.0000 | 2:11:American President, The (1995):0.3536" \
+    "recsys_similar: the item neighbours with titles (the same four raters: 4 / sqrt(4 x 4))"
 is "$(psql_val "SELECT count(*) FROM recsys_similar(11, 1)")" 1 "recsys_similar: n cuts"
 
 # errors
