@@ -7,7 +7,7 @@ Python 3 standard library only. Listens on 127.0.0.1:PORT and serves
 
   POST /v1/chat/completions   the recommendation re-rank call (see below)
   GET  /v1/models             200 with a model list when authorized, 401 otherwise
-  GET  /control/stats         {"requests", "rejected", "by_mode", "mode", "last_rejection"}
+  GET  /control/stats         {"pid", "requests", "rejected", "by_mode", "mode", "last_rejection"}
   GET  /control/last          the last chat request that passed the checks:
                               {"request": body, "picks_wanted": n, "candidates": [ids]}
   POST /control               {"mode": M} and/or {"reset_stats": true}; mode "ok" resets
@@ -48,6 +48,7 @@ SIGTERM or SIGINT shuts it down cleanly (a slow answer in progress stops waiting
 """
 import argparse
 import json
+import os
 import re
 import signal
 import sys
@@ -205,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/control/stats":
             with self.state.lock:
                 s = self.state
-                self.send_json(200, {"requests": s.requests, "rejected": s.rejected,
+                self.send_json(200, {"pid": os.getpid(), "requests": s.requests, "rejected": s.rejected,
                                      "by_mode": dict(s.by_mode), "mode": s.mode,
                                      "last_rejection": s.last_rejection})
             return

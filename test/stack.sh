@@ -331,7 +331,11 @@ start_redis() {
 # test/llm_server.py: OpenAI Chat Completions on LLM_PORT, key from the secrets file,
 # model gpt-4o-mini (recsys.llm_model's default); recsys.llm_endpoint points at it.
 # Its control API (mode, counts) is described at the top of the script.
-llm_ready() { curl -fsS -m 2 -o /dev/null "http://127.0.0.1:$LLM_PORT/control/stats"; }
+# ready when the server on the port is the one just started (its stats carry its PID)
+llm_ready() {
+    [ "$(curl -fsS -m 2 "http://127.0.0.1:$LLM_PORT/control/stats" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')" = \
+        "$(cat "$(pidfile llm)" 2>/dev/null)" ]
+}
 
 start_llm() {
     if ! running llm; then
