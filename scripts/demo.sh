@@ -7,7 +7,9 @@
 # writes real MovieLens data (scripts/movielens.sh), loads the catalogue, streams the
 # ratings into Kafka, waits until the archiver has them in MinIO, aggregates them into
 # ratings, profiles, statistics and neighbours, schedules the daily aggregate with
-# pg_cron, and shows what each step did. The stack keeps running afterwards: `test/stack.sh env` prints how to
+# pg_cron, shows a user's 5 recommendations with their reasons (from the engine, then
+# from the cache), rates the first one and shows that it is gone, and shows what each
+# step did. The stack keeps running afterwards: `test/stack.sh env` prints how to
 # connect, `test/stack.sh down` stops it.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -35,4 +37,12 @@ run "SELECT m.title, s.n_ratings, round(s.mean_rating::numeric, 2) AS mean, roun
 run "SELECT n.rank, m.title, round(n.similarity::numeric, 3) AS similarity FROM recsys.item_neighbors n JOIN recsys.movies m ON m.movie_id = n.neighbor_id WHERE n.movie_id = 1 ORDER BY n.rank LIMIT 5"
 run "SELECT recsys_schedule('0 3 * * *') AS cron_job_id"
 run "SELECT component, metric, value FROM recsys.status WHERE component = 'aggregate'"
+# recommendations for user 15: the in-database ranking (the stack's LLM is a test server)
+rec() { printf '\n$ psql -c "%s"\n' "$1"; PGOPTIONS="-c recsys.llm_endpoint=" psql -X -v ON_ERROR_STOP=1 -c "$1"; }
+rec "SELECT rank, title, round(score::numeric, 3) AS score, reason, source FROM recsys_recommend(15, 5)"
+rec "SELECT rank, title, reason, source FROM recsys_recommend(15, 5)"
+first=$(PGOPTIONS="-c recsys.llm_endpoint=" psql -X -qtA -c "SELECT movie_id FROM recsys_recommend(15, 1)")
+run "SELECT recsys_rate(15, $first, 4.5)"
+rec "SELECT rank, title, round(score::numeric, 3) AS score, reason, source FROM recsys_recommend(15, 5)"
+run "SELECT rank, title, similarity FROM recsys_similar($first, 5)"
 printf '\nThe stack is still up. Connect with: eval "$(test/stack.sh env)"; psql\n'

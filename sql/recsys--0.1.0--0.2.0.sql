@@ -531,6 +531,75 @@ AS 'MODULE_PATHNAME', 'recsys_llm_status'
 LANGUAGE C STRICT VOLATILE;
 REVOKE ALL ON FUNCTION recsys.llm_status() FROM PUBLIC;
 
+/*
+ * Users removed with recsys_forget(), and when: every event of such a user up to that
+ * time is dropped by the aggregate, so neither a later run nor a rebuild brings their
+ * ratings back (the tombstone in the event log says the same for a rebuild elsewhere).
+ */
+CREATE TABLE recsys.forgotten_users (
+	user_id		bigint PRIMARY KEY,
+	forgotten_at timestamptz NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.forgotten_users', '');
+
+/* Drop a user's cached list when the transaction commits (recsys_forget's helper). */
+CREATE FUNCTION recsys.forget_cache(user_id bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'recsys_forget_cache'
+LANGUAGE C STRICT VOLATILE;
+REVOKE ALL ON FUNCTION recsys.forget_cache(bigint) FROM PUBLIC;
+
+/*
+ * recsys_forget(user_id): the user's ratings, profile, recent ratings and cached list
+ * are gone when the caller commits; the movies' statistics lose those ratings at once
+ * (their Bayesian averages follow at the next aggregate, as the neighbours do at their
+ * next refresh); a tombstone event goes to the event log through the outbox.  Returns
+ * the ratings removed.
+ */
+CREATE FUNCTION recsys_forget(user_id bigint)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	removed bigint;
+	eid bigint;
+	ts bigint := floor(extract(epoch FROM now()))::bigint;
+BEGIN
+	WITH gone AS (
+		DELETE FROM recsys.ratings r WHERE r.user_id = recsys_forget.user_id
+		RETURNING r.movie_id, (r.rating * 2)::int AS halves),
+	per_movie AS (
+		SELECT g.movie_id, count(*) AS n, sum(g.halves) AS h, count(*) FILTER (WHERE g.halves >= 8) AS liked
+		  FROM gone g GROUP BY g.movie_id),
+	upd AS (
+		UPDATE recsys.movie_stats s
+		   SET n_ratings = s.n_ratings - p.n, rating_halves = s.rating_halves - p.h,
+			   n_liked = s.n_liked - p.liked,
+			   mean_rating = CASE WHEN s.n_ratings > p.n
+								  THEN (s.rating_halves - p.h) / 2.0 / (s.n_ratings - p.n) ELSE 0 END,
+			   updated_at = now()
+		  FROM per_movie p WHERE s.movie_id = p.movie_id
+		RETURNING 1)
+	SELECT coalesce(sum(n), 0) INTO removed FROM per_movie;
+	DELETE FROM recsys.movie_stats WHERE n_ratings <= 0;
+	DELETE FROM recsys.user_profiles p WHERE p.user_id = recsys_forget.user_id;
+	DELETE FROM recsys.recent_ratings r WHERE r.user_id = recsys_forget.user_id;
+	INSERT INTO recsys.forgotten_users AS f (user_id, forgotten_at)
+		VALUES (recsys_forget.user_id, to_timestamp(ts))
+		ON CONFLICT ON CONSTRAINT forgotten_users_pkey DO UPDATE SET forgotten_at = excluded.forgotten_at;
+	eid := nextval('recsys.rating_event_id_seq');
+	INSERT INTO recsys.outbox (event_id, key, value)
+		VALUES (eid, recsys_forget.user_id::text,
+				format('{"event_id":%s,"user_id":%s,"forget":true,"ts":%s}', eid, recsys_forget.user_id, ts));
+	PERFORM recsys.forget_cache(recsys_forget.user_id);
+	RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION recsys_forget(bigint) IS
+	'Remove a user''s ratings, profile and cached list; a tombstone keeps a rebuild from restoring them';
+REVOKE ALL ON FUNCTION recsys_forget(bigint) FROM PUBLIC;
+
 CREATE OR REPLACE VIEW recsys.status AS
 	SELECT s.component, s.metric, s.value FROM recsys.archive_status() s
 	UNION ALL

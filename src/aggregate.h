@@ -75,6 +75,13 @@ typedef struct AggRun
 	int64		nev;
 	int64		evcap;
 	int64		duplicates;
+	int64		forgotten;		/* events dropped by a tombstone (recsys_forget) */
+
+	/* tombstones read in this run: (user, ts) pairs */
+	int64	   *tomb_user;
+	int64	   *tomb_ts;
+	int			ntomb;
+	int			tombcap;
 
 	/* the reduction of the run's events (malloc'd by ratings_merge.c) */
 	AggRating  *r;

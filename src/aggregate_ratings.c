@@ -53,6 +53,7 @@ static bool rating_row(StringInfo buf, void *arg);
 static void lookup_and_merge(AggRun *run, OutRow **out, int64 *nout);
 static void delete_pairs(OutRow *rows, int64 n, const bool *existed);
 static bool tie_present(const AggTie *c, int n, int64 event_id);
+static void apply_tombstones(AggRun *run);
 
 /* Reduce, merge and write the run's ratings; fill run->changes. */
 void
@@ -65,6 +66,7 @@ AggMergeRatings(AggRun *run)
 	static const char *const cols[] = {"user_id", "movie_id", "rating", "rated_at", "event_id",
 	"log_stream", "log_pos", "tied", NULL};
 
+	apply_tombstones(run);
 	AggProgressPhase("dropping duplicate events");
 	rc = MergeMarkDuplicates(run->ev, run->nev, &run->duplicates, AggInterrupt, NULL);
 	AggKernelCheck(rc, "dropping duplicate events");
@@ -107,6 +109,80 @@ AggMergeRatings(AggRun *run)
 	free(run->ties);
 	run->r = NULL;
 	run->ties = NULL;
+}
+
+/*
+ * Tombstones (recsys_forget): record this run's in recsys.forgotten_users (recsys_forget
+ * wrote its own there already), then drop every event of a forgotten user up to the
+ * time they were forgotten, so neither this run nor a rebuild brings them back.
+ */
+static void
+apply_tombstones(AggRun *run)
+{
+	uint64		n,
+				k;
+	int64	   *fu,
+			   *ft;
+	int64		i;
+	int			t;
+
+	for (t = 0; t < run->ntomb; t++)
+	{
+		Oid			types[2] = {INT8OID, INT8OID};
+		Datum		values[2];
+
+		values[0] = Int64GetDatum(run->tomb_user[t]);
+		values[1] = Int64GetDatum(run->tomb_ts[t]);
+		if (SPI_execute_with_args("INSERT INTO recsys.forgotten_users (user_id, forgotten_at)"
+								  " VALUES ($1, to_timestamp($2)) ON CONFLICT (user_id) DO UPDATE"
+								  " SET forgotten_at = greatest(recsys.forgotten_users.forgotten_at, excluded.forgotten_at)",
+								  2, types, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not record a tombstone");
+	}
+	if (SPI_execute("SELECT user_id, floor(extract(epoch FROM forgotten_at))::int8 FROM recsys.forgotten_users",
+					false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read recsys.forgotten_users");
+	n = SPI_processed;
+	if (n == 0)
+	{
+		SPI_freetuptable(SPI_tuptable);
+		return;
+	}
+	fu = palloc(sizeof(int64) * n);
+	ft = palloc(sizeof(int64) * n);
+	for (k = 0; k < n; k++)
+	{
+		bool		isnull;
+
+		fu[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull));
+		ft[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	/* few users are ever forgotten: a linear look-up per event is enough */
+	for (i = 0; i < run->nev; i++)
+	{
+		for (k = 0; k < n; k++)
+			if (run->ev[i].user_id == fu[k] && run->ev[i].ts <= ft[k])
+			{
+				run->ev[i].dup = 2;
+				run->forgotten++;
+				break;
+			}
+		if ((i & 0xfffff) == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	/* compact: the kernels see only the events that count */
+	if (run->forgotten > 0)
+	{
+		int64		j = 0;
+
+		for (i = 0; i < run->nev; i++)
+			if (run->ev[i].dup != 2)
+				run->ev[j++] = run->ev[i];
+		run->nev = j;
+	}
+	pfree(fu);
+	pfree(ft);
 }
 
 /* Is event_id among the candidates? */

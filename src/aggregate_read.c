@@ -265,6 +265,24 @@ event_cb(const EventRecord *ev, int64 line, void *arg)
 	AggRun	   *run = ps->run;
 	AggEvent   *e;
 
+	if (ev->forget)
+	{
+		/* a tombstone: remembered apart (aggregate_ratings.c applies it) */
+		if (run->ntomb == run->tombcap)
+		{
+			run->tombcap = run->tombcap ? run->tombcap * 2 : 64;
+			run->tomb_user = run->tomb_user
+				? repalloc(run->tomb_user, sizeof(int64) * run->tombcap)
+				: MemoryContextAlloc(run->cxt, sizeof(int64) * run->tombcap);
+			run->tomb_ts = run->tomb_ts
+				? repalloc(run->tomb_ts, sizeof(int64) * run->tombcap)
+				: MemoryContextAlloc(run->cxt, sizeof(int64) * run->tombcap);
+		}
+		run->tomb_user[run->ntomb] = ev->user_id;
+		run->tomb_ts[run->ntomb] = ev->ts;
+		run->ntomb++;
+		return 0;
+	}
 	if (run->nev == run->evcap)
 	{
 		int64		cap = run->evcap < 65536 ? 65536 : run->evcap * 2;

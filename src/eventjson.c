@@ -137,12 +137,29 @@ slow_parse(const char *v, size_t len, EventRecord *ev, char *reason, size_t reas
 		snprintf(reason, reasonlen, "not JSON: %s at byte %d", jerr.text, jerr.position);
 		return -1;
 	}
+	ev->forget = 0;
 	if (!json_is_object(root))
 		bad = "not a JSON object";
 	else if (!json_int_field(root, "event_id", &ev->event_id))
 		bad = "event_id missing or not an integer";
 	else if (!json_int_field(root, "user_id", &ev->user_id))
 		bad = "user_id missing or not an integer";
+	else if (json_object_get(root, "forget") != NULL)
+	{
+		/* a tombstone (recsys_forget): the user's ratings up to ts are gone */
+		if (!json_is_true(json_object_get(root, "forget")))
+			bad = "forget must be true";
+		else if (json_object_get(root, "movie_id") != NULL || json_object_get(root, "rating") != NULL)
+			bad = "a forget event carries no movie_id or rating";
+		else if (!json_int_field(root, "ts", &ev->ts))
+			bad = "ts missing or not an integer";
+		else
+		{
+			ev->forget = 1;
+			ev->movie_id = 0;
+			ev->halves = 0;
+		}
+	}
 	else if (!json_int_field(root, "movie_id", &ev->movie_id))
 		bad = "movie_id missing or not an integer";
 	else if (!json_int_field(root, "ts", &ev->ts))
@@ -175,8 +192,18 @@ EventParseValue(const char *value, size_t len, EventRecord *ev, char *reason, si
 		snprintf(reason, reasonlen, "empty message (no value)");
 		return -1;
 	}
+	ev->forget = 0;
 	if (!fast_parse(value, len, ev) && slow_parse(value, len, ev, reason, reasonlen) != 0)
 		return -1;
+	if (ev->forget)
+	{
+		if (ev->event_id <= 0 || ev->user_id <= 0)
+		{
+			snprintf(reason, reasonlen, "event_id and user_id must be positive");
+			return -1;
+		}
+		return 0;
+	}
 	if (ev->event_id <= 0 || ev->user_id <= 0 || ev->movie_id <= 0)
 	{
 		snprintf(reason, reasonlen, "event_id, user_id and movie_id must be positive");

@@ -16,7 +16,9 @@ typedef struct EventRecord
 	int64_t		user_id;
 	int64_t		movie_id;
 	int64_t		ts;				/* epoch seconds */
-	int			halves;			/* rating * 2: 1 .. 10 */
+	int			halves;			/* rating * 2: 1 .. 10 (0 for a tombstone) */
+	int			forget;			/* 1: a tombstone {"event_id","user_id","forget":true,"ts"}
+								 * of recsys_forget; movie_id and halves are 0 */
 } EventRecord;
 
 /*

@@ -61,6 +61,7 @@ double		recsys_recommend_popularity_weight = 0.6;
 
 PG_FUNCTION_INFO_V1(recsys_recommend);
 PG_FUNCTION_INFO_V1(recsys_llm_status);
+PG_FUNCTION_INFO_V1(recsys_forget_cache);
 
 static SPIPlanPtr rank_plan = NULL;
 static SPIPlanPtr fill_plan = NULL;
@@ -694,6 +695,17 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 		MemoryContextSwitchTo(old);
 	}
 	return true;
+}
+
+/* recsys.forget_cache(user_id): drop the user's cached list when the transaction commits. */
+Datum
+recsys_forget_cache(PG_FUNCTION_ARGS)
+{
+	int64		user_id = PG_GETARG_INT64(0);
+
+	if (CacheEnabled())
+		CacheInvalidateAfterCommit(&user_id, 1);
+	PG_RETURN_VOID();
 }
 
 /* recsys_recommend(user_id, n, genres, exclude) */

@@ -8,6 +8,8 @@ source "$(dirname "$0")/3-aggregate-lib.bash"
 
 agg_isolate
 psql_val "SELECT recsys_load_movies('$FX/movies.csv')" >/dev/null
+# the fixture's event ids are small: keep recsys_rate's (a sequence from 1) clear of them
+psql_val "SELECT setval('recsys.rating_event_id_seq', 1000000)" >/dev/null
 NB=("SET recsys.neighbors_alpha = 0" "SET recsys.neighbors_beta = 0.5" "SET recsys.neighbors_shrink = 0"
     "SET recsys.neighbors_min_common = 1" "SET recsys.neighbors_refresh = 0")
 put_events <<'EOF'
@@ -84,5 +86,25 @@ is "$(psql_val "SELECT count(*) FROM recsys_similar(11, 1)")" 1 "recsys_similar:
 like "$(psql_err "SELECT * FROM recsys_recommend(5, 0)")" "n must be between 1 and 100, not 0" "n = 0 is an error"
 like "$(psql_err "SELECT * FROM recsys_recommend(5, 101)")" "n must be between 1 and 100, not 101" "n = 101 is an error"
 like "$(psql_err "SELECT * FROM recsys_recommend(NULL)")" "user_id must not be null" "a NULL user is an error"
+
+# forgetting a user: gone at once, and neither a later run nor a rebuild brings them back
+before_m1=$(psql_val "SELECT n_ratings FROM recsys.movie_stats WHERE movie_id = 1")
+is "$(psql_val "SELECT recsys_forget(3)")" 3 "recsys_forget removes user 3's 3 ratings"
+is "$(psql_val "SELECT (SELECT count(*) FROM recsys.ratings WHERE user_id = 3) || ' ' || (SELECT count(*) FROM recsys.user_profiles WHERE user_id = 3)")" \
+    "0 0" "their ratings and profile are gone"
+is "$(psql_val "SELECT n_ratings FROM recsys.movie_stats WHERE movie_id = 1")" "$((before_m1 - 1))" "and Toy Story's statistics lost their rating"
+like "$(psql -X -qtA -c "SET recsys.llm_endpoint = ''" -c "SELECT string_agg(reason, ' | ') FROM recsys_recommend(3, 2)")" "^Popular and highly rated" "user 3 now gets a cold user's list"
+psql_val "SELECT recsys_archive_sync('30 s')" >/dev/null
+like "$(find "$AGG_ARCHIVE" -name '*.ndjson.gz' -exec zcat {} + | grep -c '"user_id":3,"forget":true')" '^1$' "the tombstone is in the archive"
+aggregate "${NB[@]}" >/dev/null
+is "$(psql_val "SELECT count(*) FROM recsys.ratings WHERE user_id = 3")" 0 "the next aggregate does not bring them back"
+others=$(psql_val "SELECT string_agg(user_id || ':' || movie_id || '=' || rating, ' ' ORDER BY 1, 2) FROM recsys.ratings")
+is "$(rebuild "${NB[@]}" >/dev/null; psql_val "SELECT count(*) FROM recsys.ratings WHERE user_id = 3")" 0 "nor a rebuild from the store"
+is "$(psql_val "SELECT string_agg(user_id || ':' || movie_id || '=' || rating, ' ' ORDER BY 1, 2) FROM recsys.ratings")" "$others" \
+    "the rebuild equals the incremental runs for everyone else"
+echo "30 3 2 4.0 $(( $(date +%s) + 100 ))" | put_events
+aggregate "${NB[@]}" >/dev/null
+is "$(psql_val "SELECT string_agg(movie_id || '=' || rating, ' ') FROM recsys.ratings WHERE user_id = 3")" "2=4.0" \
+    "a rating made after the forget counts"
 
 done_testing

@@ -15,6 +15,8 @@ trap llm_restore EXIT
 
 agg_isolate
 psql_val "SELECT recsys_load_movies('$FX/movies.csv')" >/dev/null
+# the fixture's event ids are small: keep recsys_rate's (a sequence from 1) clear of them
+psql_val "SELECT setval('recsys.rating_event_id_seq', 1000000)" >/dev/null
 NB=("SET recsys.neighbors_alpha = 0" "SET recsys.neighbors_beta = 0.5" "SET recsys.neighbors_shrink = 0"
     "SET recsys.neighbors_min_common = 1" "SET recsys.neighbors_refresh = 0")
 put_events <<'EOF'
