@@ -145,7 +145,11 @@ OutboxRelayMain(Datum main_arg)
 				StartTransactionCommand();
 				SPI_connect();
 				PushActiveSnapshot(GetTransactionSnapshot());
-				if (SPI_execute("SELECT to_regclass('recsys.ingest_jobs') IS NOT NULL", true, 0) == SPI_OK_SELECT &&
+				/* (a database not yet upgraded to 0.2.0 lacks the columns the SQL sets) */
+				if (SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute "
+								"WHERE attrelid = to_regclass('recsys.ingest_jobs') "
+								"AND attname = 'events_unconfirmed' AND NOT attisdropped)",
+								true, 0) == SPI_OK_SELECT &&
 					SPI_processed == 1 &&
 					strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0)
 				{
