@@ -403,6 +403,7 @@ CREATE TABLE recsys.archive_recent_ids (
 	partition	int NOT NULL,
 	event_id	bigint NOT NULL,
 	"offset"	bigint NOT NULL,
+	value_hash	bigint NOT NULL,			-- of the message value: a resend is the same text
 	PRIMARY KEY (topic, partition, event_id)
 );
 CREATE INDEX archive_recent_ids_offset ON recsys.archive_recent_ids (topic, partition, "offset");

@@ -13,6 +13,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -28,6 +29,7 @@ typedef struct DedupEntry
 {
 	int64		event_id;		/* hash key */
 	int64		offset;			/* where it was archived (or sits in the open batch) */
+	int64		value_hash;		/* hash_bytes_extended of the message value */
 } DedupEntry;
 
 /* A growing array of int64. */
@@ -47,6 +49,9 @@ struct ArchiveDedup
 	/* the open batch */
 	Int64Array	new_ids;
 	Int64Array	new_offsets;
+	Int64Array	new_hashes;
+	Int64Array	old_offsets;	/* an id seen before with another value: what it had */
+	Int64Array	old_hashes;
 	Int64Array	dup_offsets;
 	Int64Array	dup_ids;
 	Int64Array	dup_archived;
@@ -135,7 +140,7 @@ ArchiveDedupOpen(const char *topic, int32 partition)
 							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		values[0] = CStringGetTextDatum(topic);
 		values[1] = Int32GetDatum(partition);
-		if (SPI_execute_with_args("SELECT event_id, \"offset\" FROM recsys.archive_recent_ids"
+		if (SPI_execute_with_args("SELECT event_id, \"offset\", value_hash FROM recsys.archive_recent_ids"
 								  " WHERE topic = $1 AND partition = $2",
 								  2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "recsys archiver: could not read recsys.archive_recent_ids");
@@ -146,6 +151,7 @@ ArchiveDedupOpen(const char *topic, int32 partition)
 			DedupEntry *e = hash_search(d->ids, &id, HASH_ENTER, NULL);
 
 			e->offset = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+			e->value_hash = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 		}
 	}
 	SPI_finish();
@@ -154,17 +160,20 @@ ArchiveDedupOpen(const char *topic, int32 partition)
 	return d;
 }
 
-/* Check one valid event of the open batch; true when it is a duplicate (recorded). */
+/* Check one valid event of the open batch; true when it is a resend (recorded). */
 bool
-ArchiveDedupCheck(ArchiveDedup *d, int64 event_id, int64 offset, int64 queue_id)
+ArchiveDedupCheck(ArchiveDedup *d, int64 event_id, const char *value, size_t len,
+				  int64 offset, int64 queue_id)
 {
 	DedupEntry *e;
 	bool		found;
+	int64		h;
 
 	if (d == NULL || event_id >= INGEST_EVENT_ID_FACTOR)
 		return false;
+	h = (int64) hash_bytes_extended((const unsigned char *) value, (int) len, 0);
 	e = hash_search(d->ids, &event_id, HASH_ENTER, &found);
-	if (found)
+	if (found && e->value_hash == h)
 	{
 		push(d->cxt, &d->dup_offsets, offset);
 		push(d->cxt, &d->dup_ids, event_id);
@@ -172,9 +181,14 @@ ArchiveDedupCheck(ArchiveDedup *d, int64 event_id, int64 offset, int64 queue_id)
 		push(d->cxt, &d->dup_queue, queue_id);
 		return true;
 	}
-	e->offset = offset;
+	/* new, or the same id with another value (no resend): archived, remembered */
 	push(d->cxt, &d->new_ids, event_id);
 	push(d->cxt, &d->new_offsets, offset);
+	push(d->cxt, &d->new_hashes, h);
+	push(d->cxt, &d->old_offsets, found ? e->offset : -1);
+	push(d->cxt, &d->old_hashes, found ? e->value_hash : 0);
+	e->offset = offset;
+	e->value_hash = h;
 	return false;
 }
 
@@ -247,21 +261,25 @@ ArchiveDedupRecord(ArchiveDedup *d)
 	}
 	if (d->new_ids.n > 0)
 	{
-		Oid			types[4] = {TEXTOID, INT4OID, INT8ARRAYOID, INT8ARRAYOID};
-		Datum		values[4];
+		Oid			types[5] = {TEXTOID, INT4OID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+		Datum		values[5];
 
 		values[0] = CStringGetTextDatum(d->topic);
 		values[1] = Int32GetDatum(d->partition);
 		values[2] = int8_array(&d->new_ids);
 		values[3] = int8_array(&d->new_offsets);
-		if (SPI_execute_with_args("INSERT INTO recsys.archive_recent_ids (topic, partition, event_id, \"offset\")"
-								  " SELECT $1, $2, e, o FROM unnest($3::bigint[], $4::bigint[]) AS u(e, o)"
-								  " ON CONFLICT (topic, partition, event_id) DO UPDATE SET \"offset\" = excluded.\"offset\"",
-								  4, types, values, NULL, false, 0) != SPI_OK_INSERT)
+		values[4] = int8_array(&d->new_hashes);
+		/* (an id twice in one batch with two values: the later one is kept) */
+		if (SPI_execute_with_args("INSERT INTO recsys.archive_recent_ids (topic, partition, event_id, \"offset\", value_hash)"
+								  " SELECT DISTINCT ON (e) $1, $2, e, o, h"
+								  " FROM unnest($3::bigint[], $4::bigint[], $5::bigint[]) AS u(e, o, h) ORDER BY e, o DESC"
+								  " ON CONFLICT (topic, partition, event_id) DO UPDATE"
+								  " SET \"offset\" = excluded.\"offset\", value_hash = excluded.value_hash",
+								  5, types, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "recsys archiver: could not record recent event ids");
 	}
 	prune(d);
-	d->new_ids.n = d->new_offsets.n = 0;
+	d->new_ids.n = d->new_offsets.n = d->new_hashes.n = d->old_offsets.n = d->old_hashes.n = 0;
 	d->dup_offsets.n = d->dup_ids.n = d->dup_archived.n = d->dup_queue.n = 0;
 }
 
@@ -273,9 +291,20 @@ ArchiveDedupForget(ArchiveDedup *d)
 
 	if (d == NULL)
 		return;
-	for (i = 0; i < d->new_ids.n; i++)
-		(void) hash_search(d->ids, &d->new_ids.v[i], HASH_REMOVE, NULL);
-	d->new_ids.n = d->new_offsets.n = 0;
+	/* newest first, so an id twice in the batch gets back what it had before it */
+	for (i = d->new_ids.n - 1; i >= 0; i--)
+	{
+		if (d->old_offsets.v[i] < 0)
+			(void) hash_search(d->ids, &d->new_ids.v[i], HASH_REMOVE, NULL);
+		else
+		{
+			DedupEntry *e = hash_search(d->ids, &d->new_ids.v[i], HASH_ENTER, NULL);
+
+			e->offset = d->old_offsets.v[i];
+			e->value_hash = d->old_hashes.v[i];
+		}
+	}
+	d->new_ids.n = d->new_offsets.n = d->new_hashes.n = d->old_offsets.n = d->old_hashes.n = 0;
 	d->dup_offsets.n = d->dup_ids.n = d->dup_archived.n = d->dup_queue.n = 0;
 }
 

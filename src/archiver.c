@@ -25,9 +25,15 @@
  *   the offset; a failed PUT rolls the deletion back.  Queue offsets are assigned here,
  *   in the order rows are archived, so ranges never overlap even when producers commit
  *   out of id order; the row id is kept with dead letters.
- * - Failures: a failed PUT keeps the batch, stops reading and retries with capped
- *   backoff; the log gets one line per change of state (down, back up), the last
- *   error goes to shared memory for recsys.status.  Offsets that Kafka's retention
+ * - Duplicates: a real-time event (id below 10^10) whose id the partition archived
+ *   lately, or holds in the open batch, is dropped and its offset recorded in
+ *   recsys.archive_duplicates with the batch (archive_dedup.c), so a relay's resend
+ *   is archived once and every offset stays accounted for.
+ * - Failures: a failed PUT keeps the batch, stops reading (the watermarks, hence the
+ *   lag, stay current) and retries with capped backoff; the log gets one line per
+ *   change of state (down, back up).  Shared memory keeps the present state of the
+ *   store and of Kafka (down since when, why) and the last error with what it was
+ *   about, marked resolved when that component works again, for recsys.status.  Offsets that Kafka's retention
  *   deleted before they were archived are recorded in recsys.archive_gaps with a
  *   WARNING, never skipped in silence.
  * - Signals: SIGHUP reloads the settings (a switch between Kafka and the queue
@@ -686,7 +692,8 @@ batch_init(Batch *b, int32 partition, int64 committed)
 	b->first = -1;
 	b->ctx = AllocSetContextCreate(TopMemoryContext, "recsys archiver batch",
 								   ALLOCSET_DEFAULT_SIZES);
-	b->dedup = ArchiveDedupOpen(topic, partition);
+	/* the queue table is filled exactly once (the relay moves rows in one statement) */
+	b->dedup = strcmp(topic, QUEUE_TOPIC) == 0 ? NULL : ArchiveDedupOpen(topic, partition);
 	SpinLockAcquire(&Shared->mutex);
 	Shared->parts[b->slot].committed = committed;
 	SpinLockRelease(&Shared->mutex);
@@ -764,7 +771,7 @@ batch_add(Batch *b, int64 offset, int64 queue_id, const char *key, size_t keylen
 		size_t		i;
 
 		/* a real-time event sent again (a relay's resend): dropped, its offset recorded */
-		if (ArchiveDedupCheck(b->dedup, ev.event_id, offset, queue_id))
+		if (ArchiveDedupCheck(b->dedup, ev.event_id, value, len, offset, queue_id))
 		{
 			b->ndup++;
 			return;
@@ -947,7 +954,7 @@ record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 		values[7] = Int64GetDatum(bytes);
 		values[8] = CStringGetTextDatum(ArchiveStoreKind(store));
 		values[9] = Int64GetDatum(b->ndup);
-		/* without the dedup tables (not upgraded yet), nor its manifest column */
+		/* without the dedup tables (not upgraded yet, or the queue), no such column */
 		if (SPI_execute_with_args(b->dedup ?
 								  "INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
 								  " first_offset, last_offset, events, dead_letters, bytes, storage, duplicates)"

@@ -209,7 +209,12 @@ IngestFileFingerprint(const char *path, int64 *size, TimestampTz *mtime,
 		if (n == 0)
 			break;
 		if (pg_cryptohash_update(ctx, (uint8 *) buf, n) < 0)
-			break;
+		{
+			snprintf(err, errlen, "could not hash file \"%s\"", path);
+			pg_cryptohash_free(ctx);
+			close(fd);
+			return false;
+		}
 		left -= n;
 	}
 	close(fd);

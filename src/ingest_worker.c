@@ -669,10 +669,16 @@ run_pass(IngestRun *run, bool produce)
 			{
 				check_interrupts();
 				if (TimestampDifferenceExceeds(run->last_flush, GetCurrentTimestamp(), PROGRESS_MS))
-					pgstat_report_activity(STATE_RUNNING,
-										   psprintf("recsys ingest job %lld: skipping settled lines (%lld of %lld)",
-													(long long) run->job_id, (long long) run->lines,
-													(long long) run->skip_lines));
+				{
+					char		activity[128];
+
+					snprintf(activity, sizeof(activity),
+							 "recsys ingest job %lld: skipping settled lines (%lld of %lld)",
+							 (long long) run->job_id, (long long) run->lines,
+							 (long long) run->skip_lines);
+					pgstat_report_activity(STATE_RUNNING, activity);
+					run->last_flush = GetCurrentTimestamp();
+				}
 			}
 			if (run->lines == run->skip_lines)
 				run->batch_rows = 0;

@@ -58,9 +58,10 @@ SELECT pg_catalog.pg_extension_config_dump('recsys.archive_dead_letters', '');
 /*
  * Real-time events (event_id < 10^10) that a producer sent again (a relay killed
  * between Kafka's acknowledgement and its commit): the archiver drops each one whose
- * event id it archived already, among the partition's last 100,000 real-time events,
- * and records its offset here, in the transaction of the batch it came in, so that
- * every offset of the log is accounted for: archived, a dead letter, a duplicate.
+ * event id and message value it archived already, among the partition's last 100,000
+ * real-time events, and records its offset here, in the transaction of the batch it
+ * came in, so that every offset of the log is accounted for: archived, a dead letter,
+ * a duplicate.  (Kafka topics only: the queue table is filled exactly once.)
  */
 CREATE TABLE recsys.archive_duplicates (
 	topic		text NOT NULL,
@@ -80,6 +81,7 @@ CREATE TABLE recsys.archive_recent_ids (
 	partition	int NOT NULL,
 	event_id	bigint NOT NULL,
 	"offset"	bigint NOT NULL,
+	value_hash	bigint NOT NULL,			-- of the message value: a resend is the same text
 	PRIMARY KEY (topic, partition, event_id)
 );
 CREATE INDEX archive_recent_ids_offset ON recsys.archive_recent_ids (topic, partition, "offset");

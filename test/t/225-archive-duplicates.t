@@ -2,7 +2,8 @@
 # 225-archive-duplicates.t: the guarantee chain's first link is "at least once": a
 # producer may send an event twice, with the same id (issue 9, item 8).
 #
-# - Real-time events (ids below 10^10) sent again are dropped by the archiver: each is
+# - Real-time events (ids below 10^10) sent again (same id, same text) are dropped by
+#   the archiver (an id with another text is kept): each is
 #   archived once, the offset of every copy dropped is in recsys.archive_duplicates,
 #   so offsets = events + dead letters + duplicates, and recsys.status counts them.
 #   This holds across a restart of the archiver (its window is in a table), and inside
@@ -70,6 +71,14 @@ is "$(dups)" 610 "its 10 copies recorded"
 is "$(status_dups)" "$((before + 610))" "recsys.status still counts every duplicate after the restart"
 is "$(status state)" ok "after the restart, the state is ok"
 unlike "$(status last_error_resolved_at)" '^current$' "after the restart, no stale error is shown as current"
+
+# --- the same id with another value is no resend (a restarted sequence): archived
+other='7|{"event_id":'$((B + 3))',"user_id":7,"movie_id":1,"rating":1.0,"ts":1700000000}'
+echo "$other" | produce "$T"
+psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
+echo "${other#7|}" >>"$tmp/e"; LC_ALL=C sort "$tmp/e" >"$tmp/expected"
+check_archive "$T" "$tmp/expected" "an id archived before, with another value"
+is "$(dups)" 610 "... is not counted as a duplicate"
 
 # --- a relay killed between Kafka's acknowledgement and its commit resends its batch
 printf 'movieId,title,genres\n7,Seven (1995),Crime|Thriller\n' >"$tmp/movies.csv"
