@@ -29,11 +29,24 @@ SELECT status, on_error, target, lines, events, rejected, bytes_read = bytes_tot
   FROM recsys.ingest_jobs ORDER BY job_id;
 SELECT key, value FROM recsys.event_queue ORDER BY id;
 
+-- recsys_ingest_resume: refused for a job that succeeded or does not exist, or when
+-- the event log changed; a failed 'stop' job starts over (and fails at the same row)
+SELECT * FROM recsys_ingest_resume((SELECT max(job_id) FROM recsys.ingest_jobs WHERE status = 'succeeded'));
+SELECT * FROM recsys_ingest_resume(0);
+SELECT * FROM recsys_ingest_resume(424242);
+SET recsys.kafka_brokers = '127.0.0.1:1';
+SELECT * FROM recsys_ingest_resume((SELECT min(job_id) FROM recsys.ingest_jobs WHERE status = 'failed'));
+SET recsys.kafka_brokers = '';
+SELECT * FROM recsys_ingest_resume((SELECT min(job_id) FROM recsys.ingest_jobs WHERE status = 'failed'));
+SELECT job_id, status, on_error, lines, events, rejected, events_unconfirmed, resumes
+  FROM recsys.ingest_jobs ORDER BY job_id;
+
 -- reading server files needs superuser or pg_read_server_files
 CREATE ROLE recsys_regress_nobody;
 SET ROLE recsys_regress_nobody;
 SELECT * FROM recsys_ingest_csv('/tmp/recsys_regress_bad.csv');
 SELECT recsys_load_movies('/tmp/recsys_regress_bad.csv');
+SELECT * FROM recsys_ingest_resume(1);
 RESET ROLE;
 DROP ROLE recsys_regress_nobody;
 

@@ -645,3 +645,49 @@ COMMENT ON VIEW recsys.status IS
 	'Pipeline state: event log lag per partition, archive objects and events, last flush and error, last aggregate, cache, ...';
 
 -- end of recommendations (issue 8)
+
+-- ingestion resume and status (issue 9, items 7-9)
+--
+-- The same changes as sql/install/10_ingest.sql and 20_archive.sql: a job records its
+-- file (mtime, a hash of its first 1 MB) and what it may have sent unconfirmed, and
+-- recsys_ingest_resume continues a failed one with the same event ids; the archiver
+-- drops real-time events sent twice and records their offsets.
+ALTER TABLE recsys.ingest_jobs
+	ADD COLUMN file_mtime timestamptz,
+	ADD COLUMN file_head_sha256 text,
+	ADD COLUMN events_unconfirmed bigint DEFAULT 0,
+	ADD COLUMN resumes int NOT NULL DEFAULT 0,
+	ADD COLUMN resumed_at timestamptz;
+
+CREATE FUNCTION recsys_ingest_resume(job_id bigint, async boolean DEFAULT false)
+RETURNS TABLE (job_id bigint, events bigint, rejected bigint)
+AS 'MODULE_PATHNAME', 'recsys_ingest_resume'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys_ingest_resume(bigint, boolean) IS
+	'Resume a failed ingest job after its last settled line, with the same event ids; refused if the file changed';
+REVOKE ALL ON FUNCTION recsys_ingest_resume(bigint, boolean) FROM PUBLIC;
+
+ALTER TABLE recsys.archive_manifest ADD COLUMN duplicates bigint NOT NULL DEFAULT 0;
+
+CREATE TABLE recsys.archive_duplicates (
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	"offset"	bigint NOT NULL,
+	event_id	bigint NOT NULL,
+	archived_offset bigint NOT NULL,
+	queue_id	bigint,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (topic, partition, "offset")
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_duplicates', '');
+
+CREATE TABLE recsys.archive_recent_ids (
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	event_id	bigint NOT NULL,
+	"offset"	bigint NOT NULL,
+	value_hash	bigint NOT NULL,			-- of the message value: a resend is the same text
+	PRIMARY KEY (topic, partition, event_id)
+);
+CREATE INDEX archive_recent_ids_offset ON recsys.archive_recent_ids (topic, partition, "offset");
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_recent_ids', '');

@@ -25,9 +25,15 @@
  *   the offset; a failed PUT rolls the deletion back.  Queue offsets are assigned here,
  *   in the order rows are archived, so ranges never overlap even when producers commit
  *   out of id order; the row id is kept with dead letters.
- * - Failures: a failed PUT keeps the batch, stops reading and retries with capped
- *   backoff; the log gets one line per change of state (down, back up), the last
- *   error goes to shared memory for recsys.status.  Offsets that Kafka's retention
+ * - Duplicates: a real-time event (id below 10^10) whose id the partition archived
+ *   lately, or holds in the open batch, is dropped and its offset recorded in
+ *   recsys.archive_duplicates with the batch (archive_dedup.c), so a relay's resend
+ *   is archived once and every offset stays accounted for.
+ * - Failures: a failed PUT keeps the batch, stops reading (the watermarks, hence the
+ *   lag, stay current) and retries with capped backoff; the log gets one line per
+ *   change of state (down, back up).  Shared memory keeps the present state of the
+ *   store and of Kafka (down since when, why) and the last error with what it was
+ *   about, marked resolved when that component works again, for recsys.status.  Offsets that Kafka's retention
  *   deleted before they were archived are recorded in recsys.archive_gaps with a
  *   WARNING, never skipped in silence.
  * - Signals: SIGHUP reloads the settings (a switch between Kafka and the queue
@@ -70,6 +76,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "archive_dedup.h"
 #include "archive_store.h"
 #include "archiver.h"
 #include "eventjson.h"
@@ -110,6 +117,10 @@ typedef struct ArchiverShared
 	char		storage[512];	/* "s3://bucket" or "local:<dir>" */
 	int			store_down;		/* the last PUT failed */
 	int			log_down;		/* Kafka unreachable */
+	TimestampTz store_down_since;
+	TimestampTz log_down_since;
+	char		store_error[512];	/* why the store is down (while it is) */
+	char		log_error[512];	/* why Kafka is unreachable (while it is) */
 	pid_t		pid[ARCHIVER_MAX_WORKERS];
 	Latch	   *latch[ARCHIVER_MAX_WORKERS];
 	uint64		flush_request;	/* bumped by recsys_archive_sync (queue mode) */
@@ -118,11 +129,24 @@ typedef struct ArchiverShared
 	int64		bytes;
 	int64		dead_letters;
 	int64		gap_offsets;
+	int64		duplicates;		/* recorded in recsys.archive_duplicates, all time */
+	bool		duplicates_known;	/* duplicates was counted from the table */
 	TimestampTz last_flush;
 	TimestampTz last_error_at;
+	TimestampTz last_error_resolved_at; /* 0: the last error still holds */
+	int			last_error_source;	/* ERROR_SOURCE_* */
 	char		last_error[512];
 	ArchiverPartition parts[ARCHIVER_MAX_PARTITIONS];
 } ArchiverShared;
+
+/* what the last error was about: it is resolved when that component recovers */
+#define ERROR_SOURCE_OTHER	0
+#define ERROR_SOURCE_STORE	1
+#define ERROR_SOURCE_LOG	2
+#define ERROR_SOURCE_EVENT	3		/* a past event (a retention gap): resolved at once */
+
+/* Kafka gets this long to answer the first watermark request before it is "down" */
+#define ARCHIVER_FIRST_ANSWER_MS	5000
 
 /* A message set aside. */
 typedef struct DeadLetter
@@ -144,6 +168,8 @@ typedef struct Batch
 	int64		last;
 	int64		events;
 	int64		ndead;
+	int64		ndup;			/* real-time events dropped as duplicates */
+	ArchiveDedup *dedup;		/* NULL: tables not upgraded yet */
 	TimestampTz started;
 	S3GzipWriter *gz;
 	StringInfoData stage;		/* plain lines not yet compressed */
@@ -164,6 +190,7 @@ static bool store_down = false;
 static TimestampTz store_retry_at = 0;
 static int	store_backoff_ms = 0;
 static bool log_down = false;
+static TimestampTz watermarks_started = 0;
 static char topic[256];
 static Batch *batches = NULL;
 static ArchiveWatermarks *watermarks = NULL;
@@ -191,11 +218,15 @@ static int	claim_slot(int32 partition);
 static void release_slots(void);
 static void batch_init(Batch *b, int32 partition, int64 committed);
 static void batch_reset(Batch *b);
+static void batch_free(Batch *b);
+static void seed_duplicates(void);
 static void batch_add(Batch *b, int64 offset, int64 queue_id, const char *key, size_t keylen,
 					  const char *value, size_t len);
 static bool batch_flush(Batch *b, int64 next_offset);
 static bool flush_all(KafkaConsumer *c);
-static void set_error(const char *msg);
+static void set_error(int source, const char *msg);
+static void resolve_error(int source);
+static void watermark_tick(KafkaConsumer *c, TimestampTz now);
 static void store_state(bool ok, const char *err);
 static void log_state(bool ok, const char *err);
 static void commit_batch(Batch *b, const char *key, int64 next_offset, int64 bytes);
@@ -511,13 +542,31 @@ release_slots(void)
 	SpinLockRelease(&Shared->mutex);
 }
 
-/* Record the last error for recsys.status. */
+/*
+ * Record the last error for recsys.status, with what it is about (ERROR_SOURCE_*): it
+ * stays "current" until that component recovers (resolve_error).
+ */
 static void
-set_error(const char *msg)
+set_error(int source, const char *msg)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	SpinLockAcquire(&Shared->mutex);
 	strlcpy(Shared->last_error, msg, sizeof(Shared->last_error));
-	Shared->last_error_at = GetCurrentTimestamp();
+	Shared->last_error_at = now;
+	Shared->last_error_source = source;
+	Shared->last_error_resolved_at = source == ERROR_SOURCE_EVENT ? now : 0;
+	SpinLockRelease(&Shared->mutex);
+}
+
+/* The component source works again: mark the last error past if it was about it. */
+static void
+resolve_error(int source)
+{
+	SpinLockAcquire(&Shared->mutex);
+	if (Shared->last_error_resolved_at == 0 && Shared->last_error[0] != '\0' &&
+		Shared->last_error_source == source)
+		Shared->last_error_resolved_at = GetCurrentTimestamp();
 	SpinLockRelease(&Shared->mutex);
 }
 
@@ -527,10 +576,15 @@ store_state(bool ok, const char *err)
 {
 	if (!ok)
 	{
-		set_error(err);
+		set_error(ERROR_SOURCE_STORE, err);
 		if (!store_down)
 			ereport(LOG,
 					(errmsg("recsys archiver cannot write to the archive, retrying with backoff: %s", err)));
+		SpinLockAcquire(&Shared->mutex);
+		if (!Shared->store_down || !store_down)
+			Shared->store_down_since = GetCurrentTimestamp();
+		strlcpy(Shared->store_error, err, sizeof(Shared->store_error));
+		SpinLockRelease(&Shared->mutex);
 		store_down = true;
 		store_backoff_ms = store_backoff_ms ? Min(store_backoff_ms * 2, ARCHIVER_RETRY_MAX_MS) :
 			ARCHIVER_RETRY_MIN_MS;
@@ -541,9 +595,14 @@ store_state(bool ok, const char *err)
 		ereport(LOG, (errmsg("recsys archiver can write to the archive again; catching up")));
 		store_down = false;
 		store_backoff_ms = 0;
+		resolve_error(ERROR_SOURCE_STORE);
 	}
+	else
+		resolve_error(ERROR_SOURCE_STORE);
 	SpinLockAcquire(&Shared->mutex);
 	Shared->store_down = store_down;
+	if (!store_down)
+		Shared->store_error[0] = '\0';
 	SpinLockRelease(&Shared->mutex);
 }
 
@@ -553,18 +612,27 @@ log_state(bool ok, const char *err)
 {
 	if (!ok)
 	{
-		set_error(err);
+		set_error(ERROR_SOURCE_LOG, err);
 		if (!log_down)
 			ereport(LOG, (errmsg("recsys archiver cannot reach Kafka, retrying: %s", err)));
+		SpinLockAcquire(&Shared->mutex);
+		if (!Shared->log_down || !log_down)
+			Shared->log_down_since = GetCurrentTimestamp();
+		strlcpy(Shared->log_error, err, sizeof(Shared->log_error));
+		SpinLockRelease(&Shared->mutex);
 		log_down = true;
 	}
-	else if (log_down)
+	else
 	{
-		ereport(LOG, (errmsg("recsys archiver reached Kafka again")));
+		if (log_down)
+			ereport(LOG, (errmsg("recsys archiver reached Kafka again")));
 		log_down = false;
+		resolve_error(ERROR_SOURCE_LOG);
 	}
 	SpinLockAcquire(&Shared->mutex);
 	Shared->log_down = log_down;
+	if (!log_down)
+		Shared->log_error[0] = '\0';
 	SpinLockRelease(&Shared->mutex);
 }
 
@@ -624,8 +692,50 @@ batch_init(Batch *b, int32 partition, int64 committed)
 	b->first = -1;
 	b->ctx = AllocSetContextCreate(TopMemoryContext, "recsys archiver batch",
 								   ALLOCSET_DEFAULT_SIZES);
+	/* the queue table is filled exactly once (the relay moves rows in one statement) */
+	b->dedup = strcmp(topic, QUEUE_TOPIC) == 0 ? NULL : ArchiveDedupOpen(topic, partition);
 	SpinLockAcquire(&Shared->mutex);
 	Shared->parts[b->slot].committed = committed;
+	SpinLockRelease(&Shared->mutex);
+	seed_duplicates();
+}
+
+/* Free a batch and its deduplication state. */
+static void
+batch_free(Batch *b)
+{
+	MemoryContextDelete(b->ctx);
+	ArchiveDedupClose(b->dedup);
+	b->dedup = NULL;
+}
+
+/* Count the duplicates recorded so far, once per server start, for recsys.status. */
+static void
+seed_duplicates(void)
+{
+	bool		known;
+	int64		n;
+
+	SpinLockAcquire(&Shared->mutex);
+	known = Shared->duplicates_known;
+	SpinLockRelease(&Shared->mutex);
+	if (known)
+		return;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	n = ArchiveDedupTotal();
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	SpinLockAcquire(&Shared->mutex);
+	if (!Shared->duplicates_known)
+	{
+		/* flushes of other workers may have counted theirs already */
+		Shared->duplicates = n;
+		Shared->duplicates_known = true;
+	}
 	SpinLockRelease(&Shared->mutex);
 }
 
@@ -639,7 +749,7 @@ batch_reset(Batch *b)
 	b->stage.data = NULL;
 	b->dead = NIL;
 	b->first = b->last = -1;
-	b->events = b->ndead = 0;
+	b->events = b->ndead = b->ndup = 0;
 }
 
 /* Add one message: a valid event to the gzip stream, anything else to dead letters. */
@@ -659,6 +769,13 @@ batch_add(Batch *b, int64 offset, int64 queue_id, const char *key, size_t keylen
 	if (EventParse(value, len, key, keylen, &ev, reason, sizeof(reason)) == 0)
 	{
 		size_t		i;
+
+		/* a real-time event sent again (a relay's resend): dropped, its offset recorded */
+		if (ArchiveDedupCheck(b->dedup, ev.event_id, value, len, offset, queue_id))
+		{
+			b->ndup++;
+			return;
+		}
 
 		if (b->stage.data == NULL)
 		{
@@ -785,9 +902,11 @@ publish_flush(Batch *b, int64 next_offset, int64 bytes)
 	Shared->events += b->events;
 	Shared->bytes += bytes;
 	Shared->dead_letters += b->ndead;
+	Shared->duplicates += b->ndup;
 	Shared->last_flush = GetCurrentTimestamp();
 	SpinLockRelease(&Shared->mutex);
 	b->committed = next_offset;
+	resolve_error(ERROR_SOURCE_OTHER);
 }
 
 /* One transaction: check the stored offset, insert manifest row and dead letters, store
@@ -822,8 +941,8 @@ record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 	store_offset(b->partition, b->committed, next_offset, -1, -1);
 	if (key)
 	{
-		Oid			types[9] = {TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
-		Datum		values[9];
+		Oid			types[10] = {TEXTOID, TEXTOID, INT4OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID, INT8OID};
+		Datum		values[10];
 
 		values[0] = CStringGetTextDatum(key);
 		values[1] = CStringGetTextDatum(topic);
@@ -834,10 +953,16 @@ record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 		values[6] = Int64GetDatum(b->ndead);
 		values[7] = Int64GetDatum(bytes);
 		values[8] = CStringGetTextDatum(ArchiveStoreKind(store));
-		if (SPI_execute_with_args("INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
+		values[9] = Int64GetDatum(b->ndup);
+		/* without the dedup tables (not upgraded yet, or the queue), no such column */
+		if (SPI_execute_with_args(b->dedup ?
+								  "INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
+								  " first_offset, last_offset, events, dead_letters, bytes, storage, duplicates)"
+								  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)" :
+								  "INSERT INTO recsys.archive_manifest (object_key, topic, partition,"
 								  " first_offset, last_offset, events, dead_letters, bytes, storage)"
 								  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-								  9, types, values, NULL, false, 0) != SPI_OK_INSERT)
+								  b->dedup ? 10 : 9, types, values, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "recsys archiver: could not insert the manifest row");
 	}
 	foreach(lc, b->dead)
@@ -866,6 +991,13 @@ record_batch(Batch *b, const char *key, int64 next_offset, int64 bytes)
 								  7, types, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "recsys archiver: could not insert a dead letter");
 	}
+	ArchiveDedupRecord(b->dedup);
+	if (b->ndup > 0)
+		ereport(LOG,
+				(errmsg("recsys archiver dropped %lld real-time events of %s partition %d sent again (their event ids were archived already); recorded in recsys.archive_duplicates",
+						(long long) b->ndup,
+						strcmp(topic, QUEUE_TOPIC) == 0 ? "the event queue" : "Kafka",
+						b->partition)));
 	if (b->ndead > 0)
 		ereport(LOG,
 				(errmsg("recsys archiver set aside %lld invalid messages of %s partition %d in recsys.archive_dead_letters",
@@ -1037,6 +1169,7 @@ assign_all(KafkaConsumer *c)
 
 		watermarks = ArchiveWatermarksStart(recsys_kafka_brokers, props, topic,
 											nbatches, parts, 250, err, sizeof(err));
+		watermarks_started = GetCurrentTimestamp();
 		explicit_bzero(props, strlen(props));
 		pfree(props);
 		if (watermarks == NULL)
@@ -1067,7 +1200,7 @@ handle_gap(KafkaConsumer *c, Batch *b, int64 low, int64 high)
 		snprintf(msg, sizeof(msg),
 				 "archived offset %lld of %s partition %d is beyond the end of the log (%lld): was the topic recreated? Delete its rows from recsys.archive_offsets to start over",
 				 (long long) b->committed, topic, b->partition, (long long) high);
-		set_error(msg);
+		set_error(ERROR_SOURCE_OTHER, msg);
 		ereport(WARNING, (errmsg("recsys archiver: %s", msg)));
 		return false;
 	}
@@ -1077,7 +1210,7 @@ handle_gap(KafkaConsumer *c, Batch *b, int64 low, int64 high)
 			 "offsets %lld to %lld of %s partition %d were deleted by the log's retention before they were archived; recorded in recsys.archive_gaps",
 			 (long long) b->committed, (long long) low - 1, topic, b->partition);
 	ereport(WARNING, (errmsg("recsys archiver: %s", msg)));
-	set_error(msg);
+	set_error(ERROR_SOURCE_EVENT, msg);
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -1094,6 +1227,43 @@ handle_gap(KafkaConsumer *c, Batch *b, int64 low, int64 high)
 	SpinLockRelease(&Shared->mutex);
 	b->committed = low;
 	return assign_all(c);
+}
+
+/*
+ * Read the watermark thread's last answers: the log's end offsets (lag) in shared
+ * memory, whether Kafka answers, and retention gaps of empty batches.
+ */
+static void
+watermark_tick(KafkaConsumer *c, TimestampTz now)
+{
+	char		err[1024];
+	int64		age = ArchiveWatermarksAge(watermarks, err, sizeof(err));
+	int64		mono = ArchiveWatermarksNow();
+	int			i;
+
+	/* no answer yet, just after the thread started, is no outage */
+	if (age >= 0)
+		log_state(age < 3000, err);
+	else if (TimestampDifferenceExceeds(watermarks_started, now, ARCHIVER_FIRST_ANSWER_MS))
+		log_state(false, err);
+	for (i = 0; i < nbatches; i++)
+	{
+		Batch	   *b = &batches[i];
+		int64		low,
+					high,
+					asked;
+
+		if (ArchiveWatermarksGet(watermarks, b->partition, &low, &high, &asked) != 0)
+			continue;
+		SpinLockAcquire(&Shared->mutex);
+		Shared->parts[b->slot].low = low;
+		Shared->parts[b->slot].high = high;
+		Shared->parts[b->slot].high_at = TimestampTzPlusMilliseconds(now, -(mono - asked));
+		SpinLockRelease(&Shared->mutex);
+		/* an empty batch positioned before the log's start: retention deleted it */
+		if (b->first < 0 && !store_down && kafka_position(c, b) < low)
+			(void) handle_gap(c, b, low, high);
+	}
 }
 
 /* The main loop with Kafka. */
@@ -1213,7 +1383,7 @@ kafka_loop(void)
 					}
 					offsets = load_offsets();
 					for (i = 0; i < nbatches; i++)
-						MemoryContextDelete(batches[i].ctx);
+						batch_free(&batches[i]);
 					if (batches)
 						pfree(batches);
 					ArchiveWatermarksStop(watermarks);
@@ -1228,7 +1398,7 @@ kafka_loop(void)
 					{
 						/* retried after a pause, from scratch */
 						for (i = 0; i < nbatches; i++)
-							MemoryContextDelete(batches[i].ctx);
+							batch_free(&batches[i]);
 						pfree(batches);
 						batches = NULL;
 						nbatches = 0;
@@ -1250,9 +1420,17 @@ kafka_loop(void)
 			continue;
 		}
 
-		/* the store is down: retry the pending flushes with backoff, read nothing */
+		/*
+		 * The store is down: retry the pending flushes with backoff, read nothing; the
+		 * log's watermarks (lag, Kafka's state) stay current meanwhile.
+		 */
 		if (store_down)
 		{
+			if (watermarks && GetCurrentTimestamp() >= next_tick)
+			{
+				watermark_tick(c, GetCurrentTimestamp());
+				next_tick = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ARCHIVER_TICK_MS);
+			}
 			if (GetCurrentTimestamp() < store_retry_at)
 			{
 				sleep_ms(100);
@@ -1275,7 +1453,7 @@ kafka_loop(void)
 				continue;		/* not ours: cannot happen with manual assignment */
 			batch_add(&batches[k], m->offset, -1, m->key, m->key_len, m->value, m->value_len);
 			/* full: flush now, up to this message (more of the poll may follow) */
-			if (batches[k].events + batches[k].ndead >= recsys_archive_flush_events && !store_down)
+			if (batches[k].events + batches[k].ndead + batches[k].ndup >= recsys_archive_flush_events && !store_down)
 				(void) batch_flush(&batches[k], batches[k].last + 1);
 		}
 		if (n == KAFKA_OUT_OF_RANGE)
@@ -1298,7 +1476,7 @@ kafka_loop(void)
 			want = Shared->parts[b->slot].want;
 			SpinLockRelease(&Shared->mutex);
 			if (b->first >= 0 &&
-				(b->events + b->ndead >= recsys_archive_flush_events ||
+				(b->events + b->ndead + b->ndup >= recsys_archive_flush_events ||
 				 TimestampDifferenceExceeds(b->started, now, recsys_archive_flush_interval_ms) ||
 				 (want > b->committed && kafka_position(c, b) >= want)))
 				(void) batch_flush(b, kafka_position(c, b));
@@ -1328,28 +1506,7 @@ kafka_loop(void)
 		/* once a second: watermarks from the watermark thread (lag, gaps, Kafka up?) */
 		if (now >= next_tick && watermarks)
 		{
-			int64		age = ArchiveWatermarksAge(watermarks, err, sizeof(err));
-			int64		mono = ArchiveWatermarksNow();
-
-			log_state(age >= 0 && age < 3000, err);
-			for (i = 0; i < nbatches; i++)
-			{
-				Batch	   *b = &batches[i];
-				int64		low,
-							high,
-							asked;
-
-				if (ArchiveWatermarksGet(watermarks, b->partition, &low, &high, &asked) != 0)
-					continue;
-				SpinLockAcquire(&Shared->mutex);
-				Shared->parts[b->slot].low = low;
-				Shared->parts[b->slot].high = high;
-				Shared->parts[b->slot].high_at = TimestampTzPlusMilliseconds(now, -(mono - asked));
-				SpinLockRelease(&Shared->mutex);
-				/* an empty batch positioned before the log's start: retention deleted it */
-				if (b->first < 0 && !store_down && kafka_position(c, b) < low)
-					(void) handle_gap(c, b, low, high);
-			}
+			watermark_tick(c, now);
 			next_tick = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ARCHIVER_TICK_MS);
 		}
 	}
@@ -1483,6 +1640,7 @@ queue_flush(int limit)
 			SPI_finish();
 			PopActiveSnapshot();
 			AbortCurrentTransaction();
+			ArchiveDedupForget(b->dedup);
 			batch_reset(b);
 			store_state(false, err);
 			pgstat_report_activity(STATE_IDLE, NULL);
@@ -1621,18 +1779,37 @@ query_int8(const char *sql)
 	return isnull ? -1 : v;
 }
 
+/* Describe the archiver's present problems ("" when none) into buf. */
+static void
+describe_state(ArchiverShared *copy, StringInfo buf)
+{
+	if (copy->store_down)
+		appendStringInfo(buf, "the archive store is unavailable since %s: %s",
+						 timestamptz_to_str(copy->store_down_since), copy->store_error);
+	if (copy->log_down && strcmp(copy->mode, "kafka") == 0)
+		appendStringInfo(buf, "%sKafka is unreachable since %s: %s", buf->len ? "; " : "",
+						 timestamptz_to_str(copy->log_down_since), copy->log_error);
+}
+
+/* Raise the timeout of recsys_archive_sync: what it waited for, and why, today. */
 static void
 sync_timeout(const char *what, int64 timeout_ms)
 {
-	char		last_error[512];
+	ArchiverShared *copy = palloc(sizeof(ArchiverShared));
+	StringInfoData why;
 
 	SpinLockAcquire(&Shared->mutex);
-	strlcpy(last_error, Shared->last_error, sizeof(last_error));
+	memcpy(copy, Shared, sizeof(ArchiverShared));
 	SpinLockRelease(&Shared->mutex);
+	initStringInfo(&why);
+	describe_state(copy, &why);
+	if (why.len == 0 && copy->last_error[0] && copy->last_error_resolved_at == 0)
+		appendStringInfo(&why, "%s", copy->last_error);
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("recsys_archive_sync timed out after %lld ms", (long long) timeout_ms),
-			 errdetail("%s%s%s", what, last_error[0] ? " Last archiver error: " : "", last_error),
+			 errdetail("%s%s%s%s", what, why.len ? " Last archiver error: " : "", why.data,
+					   why.len ? "." : ""),
 			 errhint("See recsys.status and the server log.")));
 }
 
@@ -1826,15 +2003,32 @@ recsys_archive_status(PG_FUNCTION_ARGS)
 	ROW("archiver", "workers", psprintf("%d of %d running", running, recsys_archiver_workers));
 	ROW("archiver", "mode", copy->mode[0] ? copy->mode : "not started");
 	ROW("archiver", "storage", copy->storage);
+	{
+		StringInfoData st;
+
+		initStringInfo(&st);
+		describe_state(copy, &st);
+		ROW("archiver", "state", !copy->mode[0] ? "not started" : st.len ? st.data : "ok");
+	}
 	ROW("archiver", "store", copy->store_down ? "unavailable (retrying)" : "ok");
+	ROW("archiver", "store_down_since", copy->store_down ? timestamptz_to_str(copy->store_down_since) : "");
 	if (strcmp(copy->mode, "kafka") == 0)
+	{
 		ROW("archiver", "kafka", copy->log_down ? "unreachable (retrying)" : "ok");
+		ROW("archiver", "kafka_down_since", copy->log_down ? timestamptz_to_str(copy->log_down_since) : "");
+	}
 	ROW("archiver", "objects_since_start", psprintf(INT64_FORMAT, copy->objects));
 	ROW("archiver", "events_since_start", psprintf(INT64_FORMAT, copy->events));
 	ROW("archiver", "bytes_since_start", psprintf(INT64_FORMAT, copy->bytes));
 	ROW("archiver", "last_flush", copy->last_flush ? timestamptz_to_str(copy->last_flush) : "");
 	ROW("archiver", "last_error", copy->last_error);
 	ROW("archiver", "last_error_at", copy->last_error_at ? timestamptz_to_str(copy->last_error_at) : "");
+	/* "current" while the failing component is still down, else when it recovered */
+	ROW("archiver", "last_error_resolved_at",
+		!copy->last_error[0] ? "" :
+		copy->last_error_resolved_at ? timestamptz_to_str(copy->last_error_resolved_at) : "current");
+	ROW("archive", "duplicates_dropped",
+		copy->duplicates_known ? psprintf(INT64_FORMAT, copy->duplicates) : "unknown (archiver not started)");
 	ROW("archiver", "retention_gap_offsets_since_start", psprintf(INT64_FORMAT, copy->gap_offsets));
 	for (i = 0; i < ARCHIVER_MAX_PARTITIONS; i++)
 	{

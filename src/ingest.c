@@ -12,6 +12,10 @@
  *   Synchronous: wait on our latch until the worker is done, re-raise its error; a
  *   cancel or statement_timeout terminates the worker (which marks its job failed).
  *   Async: return once the worker has committed the job row.
+ * - recsys_ingest_resume(job_id, async): the same worker goes on with a failed job after
+ *   its last settled line, with the job's event ids; the worker checks the job (its
+ *   state, its target, its file against the fingerprint taken when it began) and a
+ *   refusal comes back as the call's error, in both modes.
  * - recsys.rating_event(...): the row validation shared with the worker, for
  *   recsys_rate() and the \copy inbox; both need the relay, hence preloading.
  * - recsys.inbox_begin/inbox_line/inbox_end: the per-statement state of an insert into
@@ -27,10 +31,16 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -56,6 +66,7 @@
 
 PG_FUNCTION_INFO_V1(recsys_load_movies);
 PG_FUNCTION_INFO_V1(recsys_ingest_csv);
+PG_FUNCTION_INFO_V1(recsys_ingest_resume);
 PG_FUNCTION_INFO_V1(recsys_rating_event);
 PG_FUNCTION_INFO_V1(recsys_inbox_begin);
 PG_FUNCTION_INFO_V1(recsys_inbox_line);
@@ -76,6 +87,8 @@ static int	inbox_depth = 0;
 static bool inbox_callbacks = false;
 
 static void check_ratings_file(const char *path);
+static void run_ingest_job(FunctionCallInfo fcinfo, const char *abspath, bool async,
+						   bool stop_mode, int64 resume_job);
 static void raise_reader_error(const char *err);
 static void movies_flush(int n, Datum *ids, Datum *titles, Datum *years, bool *year_nulls,
 						 Datum *genres);
@@ -143,6 +156,82 @@ raise_reader_error(const char *err)
 	ereport(ERROR, (errcode(code), errmsg_internal("%s", err)));
 }
 
+/*
+ * Fingerprint a regular file: size, modification time, SHA-256 of its first
+ * INGEST_HEAD_BYTES in hex (65 bytes with the NUL).  Opened without blocking, so a
+ * FIFO swapped in cannot hang us.
+ */
+bool
+IngestFileFingerprint(const char *path, int64 *size, TimestampTz *mtime,
+					  char *sha256_hex, char *err, size_t errlen)
+{
+	static char buf[65536];
+	struct stat st;
+	pg_cryptohash_ctx *ctx;
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	int64		left = INGEST_HEAD_BYTES;
+	int			fd;
+	int			i;
+
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+	{
+		snprintf(err, errlen, "could not open file \"%s\": %s", path, strerror(errno));
+		return false;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+	{
+		snprintf(err, errlen, "\"%s\" is not a regular file", path);
+		close(fd);
+		return false;
+	}
+	ctx = pg_cryptohash_create(PG_SHA256);
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0)
+	{
+		snprintf(err, errlen, "could not start a SHA-256 hash");
+		pg_cryptohash_free(ctx);
+		close(fd);
+		return false;
+	}
+	while (left > 0)
+	{
+		ssize_t		n = read(fd, buf, Min((int64) sizeof(buf), left));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+		{
+			snprintf(err, errlen, "could not read file \"%s\": %s", path, strerror(errno));
+			pg_cryptohash_free(ctx);
+			close(fd);
+			return false;
+		}
+		if (n == 0)
+			break;
+		if (pg_cryptohash_update(ctx, (uint8 *) buf, n) < 0)
+		{
+			snprintf(err, errlen, "could not hash file \"%s\"", path);
+			pg_cryptohash_free(ctx);
+			close(fd);
+			return false;
+		}
+		left -= n;
+	}
+	close(fd);
+	if (pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+	{
+		snprintf(err, errlen, "could not finish a SHA-256 hash");
+		pg_cryptohash_free(ctx);
+		return false;
+	}
+	pg_cryptohash_free(ctx);
+	for (i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
+		snprintf(sha256_hex + 2 * i, 3, "%02x", digest[i]);
+	*size = (int64) st.st_size;
+	*mtime = time_t_to_timestamptz(st.st_mtim.tv_sec) + st.st_mtim.tv_nsec / 1000;
+	return true;
+}
+
 /* Check that path is a readable ratings.csv with the needed columns. */
 static void
 check_ratings_file(const char *path)
@@ -180,19 +269,11 @@ check_ratings_file(const char *path)
 Datum
 recsys_ingest_csv(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *path = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	bool		async = PG_GETARG_BOOL(1);
 	char	   *on_error = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *abspath;
-	dsm_segment *seg;
-	IngestShared *sh;
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-	int			state = INGEST_STARTING;
-	char	   *props;
+	char		copy[MAXPGPATH];
 
 	if (strcmp(on_error, "reject") != 0 && strcmp(on_error, "stop") != 0)
 		ereport(ERROR,
@@ -204,7 +285,52 @@ recsys_ingest_csv(PG_FUNCTION_ARGS)
 	abspath = make_absolute_path(path);
 	if (strlen(abspath) >= MAXPGPATH)
 		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG), errmsg("file path too long")));
-	check_ratings_file(abspath);
+	strlcpy(copy, abspath, sizeof(copy));
+	free(abspath);
+	check_ratings_file(copy);
+	run_ingest_job(fcinfo, copy, async, strcmp(on_error, "stop") == 0, 0);
+	return (Datum) 0;
+}
+
+/*
+ * recsys_ingest_resume(job_id bigint, async boolean)
+ *   RETURNS TABLE (job_id bigint, events bigint, rejected bigint)
+ *
+ * The worker reads the job row (the caller may have no right to), refuses a job
+ * that is not failed or whose file changed, and goes on after its settled lines.
+ */
+Datum
+recsys_ingest_resume(PG_FUNCTION_ARGS)
+{
+	int64		job_id = PG_GETARG_INT64(0);
+	bool		async = PG_GETARG_BOOL(1);
+
+	IngestCheckFileAccess();
+	if (job_id <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("ingest job %lld does not exist", (long long) job_id)));
+	run_ingest_job(fcinfo, "", async, false, job_id);
+	return (Datum) 0;
+}
+
+/*
+ * Start an ingest worker for a new job on abspath (resume_job = 0) or to resume a
+ * job, wait for it (async: until its job row is committed), and return its row.
+ */
+static void
+run_ingest_job(FunctionCallInfo fcinfo, const char *abspath, bool async, bool stop_mode,
+			   int64 resume_job)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	dsm_segment *seg;
+	IngestShared *sh;
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	int			state = INGEST_STARTING;
+	char	   *props;
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -215,10 +341,10 @@ recsys_ingest_csv(PG_FUNCTION_ARGS)
 	SpinLockInit(&sh->mutex);
 	sh->database = MyDatabaseId;
 	sh->caller_procno = MyProc->pgprocno;
-	sh->stop_mode = strcmp(on_error, "stop") == 0;
+	sh->stop_mode = stop_mode;
+	sh->resume_job = resume_job;
 	sh->kafka_timeout_ms = recsys_kafka_timeout_ms;
 	strlcpy(sh->path, abspath, sizeof(sh->path));
-	free(abspath);
 	strlcpy(sh->submitted_by, GetUserNameFromId(GetUserId(), false), sizeof(sh->submitted_by));
 	if (RecsysKafkaConfigured())
 	{
@@ -321,7 +447,6 @@ recsys_ingest_csv(PG_FUNCTION_ARGS)
 	}
 	dsm_detach(seg);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	return (Datum) 0;
 }
 
 /*

@@ -14,6 +14,7 @@
 #ifndef RECSYS_INGEST_H
 #define RECSYS_INGEST_H
 
+#include "datatype/timestamp.h"
 #include "storage/spin.h"
 
 /* states of an ingest job, as seen through IngestShared */
@@ -28,6 +29,7 @@ typedef struct IngestShared
 
 	/* set by the caller */
 	Oid			database;
+	int64		resume_job;		/* recsys_ingest_resume: the job to go on with (else 0) */
 	int			caller_procno;
 	bool		stop_mode;		/* on_error = 'stop' */
 	int			kafka_timeout_ms;
@@ -63,11 +65,32 @@ extern void IngestCheckFileAccess(void);
 /* Tell the caller of an ingest job that its state changed. */
 extern void IngestNotifyCaller(IngestShared *sh);
 
-/* SQL text marking failed the jobs whose worker is gone (for the relay and workers). */
+/* bytes of a file's start that its fingerprint hashes */
+#define INGEST_HEAD_BYTES	(1024 * 1024)
+
+/*
+ * Fingerprint a regular file: size, modification time and the SHA-256 of its first
+ * INGEST_HEAD_BYTES (hex).  False, with a message in err, when it cannot be read.
+ */
+extern bool IngestFileFingerprint(const char *path, int64 *size, TimestampTz *mtime,
+								  char *sha256_hex, char *err, size_t errlen);
+
+/*
+ * SQL text marking failed the jobs whose worker is gone (for the relay and workers).
+ * A 'reject' job on Kafka may have sent events after its last progress commit (line
+ * `lines`) whose acknowledgement it never recorded: events_unconfirmed stays NULL
+ * (unknown) and the error says so.  A 'stop' job's events were inside its Kafka
+ * transaction (aborted) or its one queue transaction (rolled back): none counts.
+ */
 #define INGEST_RECONCILE_SQL \
 	"UPDATE recsys.ingest_jobs j SET status = 'failed', finished_at = now(), " \
 	"updated_at = now(), " \
-	"error = coalesce(j.error, 'the ingest worker exited without finishing the job'), " \
+	"error = coalesce(j.error, 'the ingest worker exited without finishing the job' || " \
+	"CASE WHEN j.on_error = 'reject' AND j.target LIKE 'kafka:%' THEN " \
+	"format(': events counts the acknowledged events of its first %s data lines; events of later lines may have reached the log uncounted (events_unconfirmed is unknown); recsys_ingest_resume(%s) sends them again with the same event ids', j.lines, j.job_id) " \
+	"ELSE '' END), " \
+	"events = CASE WHEN j.on_error = 'stop' THEN 0 ELSE j.events END, " \
+	"events_unconfirmed = CASE WHEN j.on_error = 'reject' AND j.target LIKE 'kafka:%' THEN NULL ELSE 0 END, " \
 	"kafka_txn_pending = (j.on_error = 'stop' AND j.target LIKE 'kafka:%') " \
 	"WHERE j.status IN ('queued', 'running') AND j.target <> 'outbox' " \
 	"AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a " \

@@ -22,9 +22,22 @@
  *      transaction);
  *   6. each batch (BATCH_ROWS rows or PROGRESS_MS) commits its rejects, its queue
  *      events and the job's progress: bytes read, lines, events acknowledged so far,
- *      rejects;
+ *      rejects.  With Kafka ('reject'), the batch's events are first all acknowledged
+ *      (KafkaProducerFlush), so `lines` is a settled prefix of the file: every event
+ *      of it is in the log and counted in `events`, every bad row of it in
+ *      ingest_rejects.  A worker that dies may have sent at most one batch more;
+ *      the job row says so (events_unconfirmed NULL, see INGEST_RECONCILE_SQL);
  *   7. at the end waits, bounded by recsys.kafka_timeout, for every event to be
  *      acknowledged, and marks the job succeeded.
+ *
+ * A job begins by recording its file's fingerprint (size, mtime, SHA-256 of the first
+ * megabyte).  recsys_ingest_resume() runs the same steps for a failed job: it checks
+ * the job is failed, its target is the present one and its file unchanged, then reads
+ * the file again from the start, skipping the settled lines without producing or
+ * rejecting them, and produces the others with the same ids (job_id * 10^10 + line):
+ * what the log already had from the failed run comes again under the same ids,
+ * which the aggregate drops.  A 'stop' job settles nothing before it succeeds, so it
+ * is resumed from its first line.
  *
  * Any error (bad row in 'stop' mode, Kafka failure, cancel) is caught at the top: the
  * Kafka transaction is aborted, the job row marked failed with the message, and the
@@ -103,6 +116,13 @@ typedef struct IngestRun
 	int64		lines;
 	int64		rejected;
 	int64		queued;			/* queue mode: events committed */
+	int64		sent;			/* Kafka: events handed to the producer */
+	int64		sent_at_commit; /* ... at the last progress commit */
+
+	/* resuming: the job's settled lines and their counts */
+	int64		skip_lines;
+	int64		base_events;
+	int64		base_rejected;
 } IngestRun;
 
 static volatile sig_atomic_t got_sigterm = false;
@@ -113,6 +133,8 @@ static void check_interrupts(void);
 static void run_job(IngestRun *run);
 static void run_pass(IngestRun *run, bool produce);
 static void begin_job(IngestRun *run);
+static void resume_job(IngestRun *run, const char *target);
+static void fingerprint(IngestRun *run, int64 *size, TimestampTz *mtime, char *hex);
 static void load_catalogue(IngestRun *run);
 static void flush_batch(IngestRun *run);
 static void copy_events(IngestRun *run);
@@ -332,6 +354,7 @@ run_job(IngestRun *run)
 		args[5] = Int64GetDatum(0);
 		SPI_execute_with_args("UPDATE recsys.ingest_jobs SET status = 'succeeded', "
 							  "bytes_read = $2, lines = $3, events = $4, rejected = $5, "
+							  "events_unconfirmed = 0, "
 							  "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
 							  "WHERE job_id = $1",
 							  5, types, args, NULL, false, 0);
@@ -354,16 +377,16 @@ run_job(IngestRun *run)
 	}
 }
 
-/* Reconcile dead jobs, insert the job row and commit it; tell the caller. */
+/*
+ * Reconcile dead jobs, insert the job row (or take the resumed job's) and commit it;
+ * tell the caller.
+ */
 static void
 begin_job(IngestRun *run)
 {
 	IngestShared *sh = run->sh;
-	Datum		args[6];
-	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT4OID};
 	char		target[300];
 	bool		isnull;
-	struct stat st;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -377,21 +400,36 @@ begin_job(IngestRun *run)
 		snprintf(target, sizeof(target), "kafka:%s", sh->topic);
 	else
 		strlcpy(target, "queue", sizeof(target));
-	args[0] = CStringGetTextDatum(run->path);
-	args[1] = CStringGetTextDatum(run->stop_mode ? "stop" : "reject");
-	args[2] = CStringGetTextDatum(target);
-	args[3] = Int64GetDatum(stat(run->path, &st) == 0 ? (int64) st.st_size : (int64) 0);
-	args[4] = CStringGetTextDatum(sh->submitted_by);
-	args[5] = Int32GetDatum(MyProcPid);
-	if (SPI_execute_with_args("INSERT INTO recsys.ingest_jobs "
-							  "(path, status, on_error, target, bytes_total, submitted_by, "
-							  " worker_pid, started_at) "
-							  "VALUES ($1, 'running', $2, $3, $4, $5, $6, clock_timestamp()) "
-							  "RETURNING job_id",
-							  6, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
-		SPI_processed != 1)
-		elog(ERROR, "could not insert the ingest job");
-	run->job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (sh->resume_job > 0)
+		resume_job(run, target);
+	else
+	{
+		Datum		args[8];
+		Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, INT8OID, TEXTOID, INT4OID,
+		TIMESTAMPTZOID, TEXTOID};
+		int64		size;
+		TimestampTz mtime;
+		char		hex[65];
+
+		fingerprint(run, &size, &mtime, hex);
+		args[0] = CStringGetTextDatum(run->path);
+		args[1] = CStringGetTextDatum(run->stop_mode ? "stop" : "reject");
+		args[2] = CStringGetTextDatum(target);
+		args[3] = Int64GetDatum(size);
+		args[4] = CStringGetTextDatum(sh->submitted_by);
+		args[5] = Int32GetDatum(MyProcPid);
+		args[6] = TimestampTzGetDatum(mtime);
+		args[7] = CStringGetTextDatum(hex);
+		if (SPI_execute_with_args("INSERT INTO recsys.ingest_jobs "
+								  "(path, status, on_error, target, bytes_total, submitted_by, "
+								  " worker_pid, started_at, file_mtime, file_head_sha256, events_unconfirmed) "
+								  "VALUES ($1, 'running', $2, $3, $4, $5, $6, clock_timestamp(), $7, $8, NULL) "
+								  "RETURNING job_id",
+								  8, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+			SPI_processed != 1)
+			elog(ERROR, "could not insert the ingest job");
+		run->job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -402,8 +440,154 @@ begin_job(IngestRun *run)
 	sh->state = INGEST_RUNNING;
 	SpinLockRelease(&sh->mutex);
 	IngestNotifyCaller(sh);
-	pgstat_report_activity(STATE_RUNNING, psprintf("recsys ingest job %lld: %s",
-												   (long long) run->job_id, run->path));
+	pgstat_report_activity(STATE_RUNNING, psprintf("recsys ingest job %lld: %s%s",
+												   (long long) run->job_id,
+												   sh->resume_job > 0 ? "resuming " : "",
+												   run->path));
+}
+
+/* Fingerprint the job's file; raise an error when it cannot be read. */
+static void
+fingerprint(IngestRun *run, int64 *size, TimestampTz *mtime, char *hex)
+{
+	char		err[1024];
+
+	if (!IngestFileFingerprint(run->path, size, mtime, hex, err, sizeof(err)))
+		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_FILE), errmsg_internal("%s", err)));
+}
+
+/*
+ * Take the failed job sh->resume_job (in begin_job's transaction): check its state,
+ * its target and its file, load its settled counts and mark it running again.
+ */
+static void
+resume_job(IngestRun *run, const char *target)
+{
+	int64		job = run->sh->resume_job;
+	Datum		args[1] = {Int64GetDatum(job)};
+	Oid			types[1] = {INT8OID};
+	HeapTuple	tup;
+	TupleDesc	td;
+	bool		isnull,
+				mtime_null,
+				hash_null;
+	char	   *status,
+			   *jtarget,
+			   *hash;
+	int64		size,
+				now_size;
+	TimestampTz mtime,
+				now_mtime;
+	char		now_hex[65];
+	int			pid;
+	StringInfoData changed;
+
+	run->job_id = job;
+	if (SPI_execute_with_args("SELECT path, status, on_error, target, coalesce(bytes_total, -1), "
+							  "file_mtime, file_head_sha256, lines, events, rejected, "
+							  "kafka_txn_pending, coalesce(worker_pid, 0) "
+							  "FROM recsys.ingest_jobs WHERE job_id = $1 FOR UPDATE",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the ingest job");
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("ingest job %lld does not exist", (long long) job)));
+	tup = SPI_tuptable->vals[0];
+	td = SPI_tuptable->tupdesc;
+	strlcpy(run->path, SPI_getvalue(tup, td, 1), sizeof(run->path));
+	status = SPI_getvalue(tup, td, 2);
+	run->stop_mode = strcmp(SPI_getvalue(tup, td, 3), "stop") == 0;
+	jtarget = SPI_getvalue(tup, td, 4);
+	size = DatumGetInt64(SPI_getbinval(tup, td, 5, &isnull));
+	mtime = DatumGetTimestampTz(SPI_getbinval(tup, td, 6, &mtime_null));
+	hash = SPI_getvalue(tup, td, 7);
+	hash_null = hash == NULL;
+	pid = DatumGetInt32(SPI_getbinval(tup, td, 12, &isnull));
+
+	if (strcmp(jtarget, "outbox") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest job %lld cannot be resumed: it was a \\copy into recsys.ratings_inbox", (long long) job),
+				 errdetail("Its rows came from a client, not from a file on the server.")));
+	if (strcmp(status, "succeeded") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest job %lld cannot be resumed: it succeeded", (long long) job),
+				 errdetail("Every line of \"%s\" was ingested or rejected.", run->path)));
+	if (strcmp(status, "failed") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest job %lld cannot be resumed: it is still %s", (long long) job, status),
+				 errdetail("Its worker, process %d, is alive.", pid),
+				 errhint("Wait for it to end, or stop it with pg_terminate_backend(%d) and resume it then.", pid)));
+	if (DatumGetBool(SPI_getbinval(tup, td, 11, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest job %lld cannot be resumed yet: its Kafka transaction is still open", (long long) job),
+				 errhint("The relay aborts it as soon as Kafka answers; try again in a few seconds.")));
+	if (strcmp(jtarget, target) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest job %lld cannot be resumed: the event log changed", (long long) job),
+				 errdetail("The job sent its events to %s; the event log is now %s.", jtarget, target),
+				 errhint("Set recsys.kafka_brokers and recsys.kafka_topic back, or ingest the file again with recsys_ingest_csv().")));
+	if (hash_null || mtime_null || size < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest job %lld cannot be resumed: it did not record its file", (long long) job),
+				 errdetail("Jobs that began before recsys 0.2.0 have no fingerprint of their file, so a change could not be detected."),
+				 errhint("Ingest the file again with recsys_ingest_csv() (a new job, with new event ids).")));
+
+	fingerprint(run, &now_size, &now_mtime, now_hex);
+	initStringInfo(&changed);
+	if (now_size != size)
+		appendStringInfo(&changed, "its size changed from %lld to %lld bytes",
+						 (long long) size, (long long) now_size);
+	if (now_mtime != mtime)
+	{
+		appendStringInfo(&changed, "%sits modification time changed from %s", changed.len ? ", " : "",
+						 timestamptz_to_str(mtime));
+		appendStringInfo(&changed, " to %s", timestamptz_to_str(now_mtime));
+	}
+	if (strcmp(now_hex, hash) != 0)
+		appendStringInfo(&changed, "%sits first megabyte is different", changed.len ? ", " : "");
+	if (changed.len > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("ingest job %lld cannot be resumed: file \"%s\" changed since the job began",
+						(long long) job, run->path),
+				 errdetail("Since the job began, %s.", changed.data),
+				 errhint("Resuming would give other rows this job's event ids. Ingest the file again with recsys_ingest_csv() (a new job).")));
+
+	/* a 'stop' job settled nothing: it starts over */
+	if (!run->stop_mode)
+	{
+		run->skip_lines = DatumGetInt64(SPI_getbinval(tup, td, 8, &isnull));
+		run->base_events = DatumGetInt64(SPI_getbinval(tup, td, 9, &isnull));
+		run->base_rejected = DatumGetInt64(SPI_getbinval(tup, td, 10, &isnull));
+	}
+	{
+		Datum		uargs[3];
+		Oid			utypes[3] = {INT8OID, INT4OID, BOOLOID};
+
+		uargs[0] = Int64GetDatum(job);
+		uargs[1] = Int32GetDatum(MyProcPid);
+		uargs[2] = BoolGetDatum(run->stop_mode);
+		if (SPI_execute_with_args("UPDATE recsys.ingest_jobs SET status = 'running', worker_pid = $2, "
+								  "error = NULL, finished_at = NULL, events_unconfirmed = NULL, "
+								  "resumes = resumes + 1, resumed_at = clock_timestamp(), "
+								  "updated_at = clock_timestamp(), "
+								  "lines = CASE WHEN $3 THEN 0 ELSE lines END, "
+								  "events = CASE WHEN $3 THEN 0 ELSE events END, "
+								  "rejected = CASE WHEN $3 THEN 0 ELSE rejected END "
+								  "WHERE job_id = $1",
+								  3, utypes, uargs, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not update the ingest job");
+	}
+	ereport(LOG,
+			(errmsg("recsys ingest job %lld resumes after the %lld settled data lines of \"%s\"",
+					(long long) job, (long long) run->skip_lines, run->path)));
 }
 
 /* Load the movie ids of the catalogue into a bitmap. */
@@ -468,7 +652,7 @@ run_pass(IngestRun *run, bool produce)
 	/* the header's field count is the expected count of every row */
 	run->ncols = CsvReaderHeaderWidth(run->reader);
 	run->lines = 0;
-	run->rejected = 0;
+	run->rejected = produce ? run->base_rejected : 0;
 	run->batch_rows = 0;
 	run->last_flush = GetCurrentTimestamp();
 
@@ -478,6 +662,28 @@ run_pass(IngestRun *run, bool produce)
 		const char *why = NULL;
 
 		run->lines++;
+		if (produce && run->lines <= run->skip_lines)
+		{
+			/* resuming: a settled line, produced or rejected by the failed run */
+			if ((++run->batch_rows & 4095) == 0)
+			{
+				check_interrupts();
+				if (TimestampDifferenceExceeds(run->last_flush, GetCurrentTimestamp(), PROGRESS_MS))
+				{
+					char		activity[128];
+
+					snprintf(activity, sizeof(activity),
+							 "recsys ingest job %lld: skipping settled lines (%lld of %lld)",
+							 (long long) run->job_id, (long long) run->lines,
+							 (long long) run->skip_lines);
+					pgstat_report_activity(STATE_RUNNING, activity);
+					run->last_flush = GetCurrentTimestamp();
+				}
+			}
+			if (run->lines == run->skip_lines)
+				run->batch_rows = 0;
+			continue;
+		}
 		if (rec->error != NULL)
 			why = rec->error;	/* NUL byte, too long, unterminated quote */
 		else if (rec->nfields != run->ncols)
@@ -528,6 +734,7 @@ run_pass(IngestRun *run, bool produce)
 				rc = KafkaProduce(run->producer, key, kl, value, vl);
 				if (rc != KAFKA_OK)
 					kafka_fail(run, rc, "send events to Kafka");
+				run->sent++;
 			}
 			else
 			{
@@ -567,7 +774,17 @@ flush_batch(IngestRun *run)
 	check_interrupts();
 	MemoryContextSwitchTo(TopMemoryContext);
 	if (run->use_kafka && run->producer)
+	{
 		KafkaProducerPoll(run->producer);
+		/* 'reject': every event sent so far acknowledged before the progress says so */
+		if (!run->stop_mode && run->sent > run->sent_at_commit)
+		{
+			int			rc = KafkaProducerFlush(run->producer, -1);
+
+			if (rc != KAFKA_OK)
+				kafka_fail(run, rc, "wait for Kafka acknowledgements");
+		}
+	}
 
 	if (run->single_xact)
 	{
@@ -619,6 +836,7 @@ flush_batch(IngestRun *run)
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
+		run->sent_at_commit = run->sent;
 	}
 
 	run->batch_events = 0;
@@ -630,13 +848,13 @@ flush_batch(IngestRun *run)
 	run->last_flush = GetCurrentTimestamp();
 }
 
-/* Events acknowledged (Kafka) or committed (queue) so far. */
+/* Events acknowledged (Kafka) or committed (queue) so far, a resumed job's before too. */
 static int64
 events_so_far(IngestRun *run)
 {
 	if (run->use_kafka)
-		return run->producer ? KafkaProducerAcked(run->producer) : 0;
-	return run->queued;
+		return run->base_events + (run->producer ? KafkaProducerAcked(run->producer) : 0);
+	return run->base_events + run->queued;
 }
 
 /* Feed the batch's COPY data to CopyFrom. */
@@ -732,10 +950,15 @@ finish_failed(IngestRun *run, ErrorData *edata)
 	ereport(LOG,
 			(errmsg("recsys ingest job %lld failed: %s", (long long) run->job_id, edata->message)));
 
+	/*
+	 * A 'reject' job keeps the progress of its last commit (a settled prefix, where a
+	 * resume goes on) and says how many events it sent after it: those may be in the
+	 * log.  A 'stop' job published nothing.
+	 */
 	if (run->job_created)
 	{
-		Datum		args[6];
-		Oid			types[6] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID, BOOLOID};
+		Datum		args[7];
+		Oid			types[7] = {INT8OID, TEXTOID, INT8OID, INT8OID, INT8OID, BOOLOID, INT8OID};
 
 		StartTransactionCommand();
 		SPI_connect();
@@ -746,11 +969,18 @@ finish_failed(IngestRun *run, ErrorData *edata)
 		args[3] = Int64GetDatum(run->lines);
 		args[4] = Int64GetDatum(run->rejected);
 		args[5] = BoolGetDatum(txn_pending);
-		SPI_execute_with_args("UPDATE recsys.ingest_jobs SET status = 'failed', error = $2, "
+		args[6] = Int64GetDatum(run->stop_mode ? 0 : run->sent - run->sent_at_commit);
+		SPI_execute_with_args(run->stop_mode ?
+							  "UPDATE recsys.ingest_jobs SET status = 'failed', error = $2, "
 							  "events = $3, lines = $4, rejected = $5, kafka_txn_pending = $6, "
+							  "events_unconfirmed = $7, "
+							  "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
+							  "WHERE job_id = $1" :
+							  "UPDATE recsys.ingest_jobs SET status = 'failed', error = $2, "
+							  "kafka_txn_pending = $6, events_unconfirmed = $7, "
 							  "finished_at = clock_timestamp(), updated_at = clock_timestamp() "
 							  "WHERE job_id = $1",
-							  6, types, args, NULL, false, 0);
+							  7, types, args, NULL, false, 0);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();

@@ -12,7 +12,10 @@
  *     the rows and commit.  If Kafka fails, the transaction rolls back: the rows stay
  *     and are sent again later (with the same event ids), after a back-off.  A crash
  *     between the acknowledgement and the commit sends a batch twice; nothing is
- *     ever lost.
+ *     ever lost.  (The idempotent producer cannot prevent that resend: its sequence
+ *     numbers do not outlive the process.  The archiver drops the second copy by
+ *     event id, see archive_dedup.h; a test pauses the relay right there, at the
+ *     fault point after_ack, to kill it.)
  *   - no Kafka: move the rows into recsys.event_queue in one statement (exactly once).
  *
  * Every few seconds it also marks failed the ingest jobs whose worker is gone, and
@@ -36,6 +39,8 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/pmsignal.h"
+#include <unistd.h>
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -63,6 +68,7 @@ static uint64 relay_queue(void);
 static void relay_drop_producer(void);
 static int	relay_interrupt(void *arg);
 static void relay_abort_orphans(void);
+static void relay_fault_point(const char *point);
 
 /* Register the relay worker (while preloading). */
 void
@@ -139,7 +145,11 @@ OutboxRelayMain(Datum main_arg)
 				StartTransactionCommand();
 				SPI_connect();
 				PushActiveSnapshot(GetTransactionSnapshot());
-				if (SPI_execute("SELECT to_regclass('recsys.ingest_jobs') IS NOT NULL", true, 0) == SPI_OK_SELECT &&
+				/* (a database not yet upgraded to 0.2.0 lacks the columns the SQL sets) */
+				if (SPI_execute("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute "
+								"WHERE attrelid = to_regclass('recsys.ingest_jobs') "
+								"AND attname = 'events_unconfirmed' AND NOT attisdropped)",
+								true, 0) == SPI_OK_SELECT &&
 					SPI_processed == 1 &&
 					strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0)
 				{
@@ -326,6 +336,8 @@ relay_kafka(uint64 *sent)
 			ereport(LOG, (errmsg("recsys relay: Kafka is reachable again")));
 		kafka_failing = false;
 
+		relay_fault_point("after_ack");
+
 		/* acknowledged: delete exactly the rows we sent */
 		{
 			Datum		args[1];
@@ -342,6 +354,41 @@ relay_kafka(uint64 *sent)
 		*sent = n;
 	}
 	return true;
+}
+
+/*
+ * Test hook: when the file recsys_relay_fault in the data directory names this point,
+ * remove it, write recsys_relay_paused ("point pid") and pause up to 60 s, so that a
+ * test can kill -9 the relay right there.  One failed fopen() a batch otherwise.
+ */
+static void
+relay_fault_point(const char *point)
+{
+	char		path[MAXPGPATH];
+	char		buf[64] = "";
+	FILE	   *f;
+	int			i;
+
+	snprintf(path, sizeof(path), "%s/recsys_relay_fault", DataDir);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, " \r\n")] = '\0';
+	if (strcmp(buf, point) != 0)
+		return;
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/recsys_relay_paused", DataDir);
+	if ((f = fopen(path, "w")) != NULL)
+	{
+		fprintf(f, "%s %d\n", point, MyProcPid);
+		fclose(f);
+	}
+	ereport(LOG, (errmsg("recsys relay paused at fault point %s", point)));
+	for (i = 0; i < 600 && PostmasterIsAlive(); i++)
+		pg_usleep(100000L);
+	unlink(path);
 }
 
 /* Abort the Kafka transactions of failed 'stop' jobs that could not abort them. */

@@ -22,8 +22,10 @@ CREATE TABLE recsys.ingest_jobs (
 	target		text NOT NULL,			-- 'kafka:<topic>' or 'queue'
 	bytes_read	bigint NOT NULL DEFAULT 0,
 	bytes_total	bigint,
-	lines		bigint NOT NULL DEFAULT 0,	-- data lines read so far
-	events		bigint NOT NULL DEFAULT 0,	-- events the log acknowledged
+	-- data lines settled: each one's event acknowledged by the log (queue: committed)
+	-- or the row in ingest_rejects; a resume goes on after them
+	lines		bigint NOT NULL DEFAULT 0,
+	events		bigint NOT NULL DEFAULT 0,	-- events of those lines the log acknowledged
 	rejected	bigint NOT NULL DEFAULT 0,
 	submitted_by text NOT NULL DEFAULT current_user,
 	worker_pid	int,
@@ -34,7 +36,17 @@ CREATE TABLE recsys.ingest_jobs (
 	error		text,
 	-- 'stop' jobs on Kafka: the job's Kafka transaction may still be open (the worker
 	-- died, or could not abort it); the relay aborts it by fencing its transactional.id
-	kafka_txn_pending boolean NOT NULL DEFAULT false
+	kafka_txn_pending boolean NOT NULL DEFAULT false,
+	-- the file as the job began, so recsys_ingest_resume can refuse a changed one
+	-- (its size is bytes_total)
+	file_mtime	timestamptz,
+	file_head_sha256 text,					-- SHA-256 of its first 1 MB, hex
+	-- events sent to the log after line `lines` that `events` does not count (some may
+	-- be in the log): NULL while running and when the worker died (unknown: up to one
+	-- progress batch, 200,000 lines or one second of reading), 0 once it succeeded
+	events_unconfirmed bigint DEFAULT 0,
+	resumes		int NOT NULL DEFAULT 0,		-- times recsys_ingest_resume restarted it
+	resumed_at	timestamptz
 );
 ALTER SEQUENCE recsys.ingest_jobs_job_id_seq OWNED BY recsys.ingest_jobs.job_id;
 SELECT pg_catalog.pg_extension_config_dump('recsys.ingest_jobs', '');
@@ -83,6 +95,13 @@ AS 'MODULE_PATHNAME', 'recsys_ingest_csv'
 LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION recsys_ingest_csv(text, boolean, text) IS
 	'Stream a MovieLens ratings.csv from the server into the event log, in a background worker';
+
+CREATE FUNCTION recsys_ingest_resume(job_id bigint, async boolean DEFAULT false)
+RETURNS TABLE (job_id bigint, events bigint, rejected bigint)
+AS 'MODULE_PATHNAME', 'recsys_ingest_resume'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION recsys_ingest_resume(bigint, boolean) IS
+	'Resume a failed ingest job after its last settled line, with the same event ids; refused if the file changed';
 
 /*
  * Validate one rating and build its event: key and value, or the reason it is bad.
@@ -260,6 +279,7 @@ CREATE TRIGGER ratings_inbox_end AFTER INSERT ON recsys.ratings_inbox
 /* Permissions: see part 00. The inbox itself is granted per role (INSERT). */
 REVOKE ALL ON FUNCTION recsys_load_movies(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION recsys_ingest_csv(text, boolean, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION recsys_ingest_resume(bigint, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION recsys_rate(bigint, bigint, numeric, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION recsys.rating_event(bigint, text, text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION recsys.inbox_begin(bigint) FROM PUBLIC;

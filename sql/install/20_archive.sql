@@ -22,6 +22,9 @@ CREATE TABLE recsys.archive_manifest (
 	bytes		bigint NOT NULL,			-- compressed size
 	storage		text NOT NULL CHECK (storage IN ('s3', 'local')),
 	archived_at	timestamptz NOT NULL DEFAULT now(),
+	-- real-time events of the range dropped as sent again (see archive_duplicates):
+	-- last_offset - first_offset + 1 >= events + dead_letters + duplicates
+	duplicates	bigint NOT NULL DEFAULT 0,
 	CHECK (first_offset <= last_offset),
 	UNIQUE (topic, partition, first_offset)
 );
@@ -51,6 +54,38 @@ CREATE TABLE recsys.archive_dead_letters (
 	PRIMARY KEY (topic, partition, "offset")
 );
 SELECT pg_catalog.pg_extension_config_dump('recsys.archive_dead_letters', '');
+
+/*
+ * Real-time events (event_id < 10^10) that a producer sent again (a relay killed
+ * between Kafka's acknowledgement and its commit): the archiver drops each one whose
+ * event id and message value it archived already, among the partition's last 100,000
+ * real-time events, and records its offset here, in the transaction of the batch it
+ * came in, so that every offset of the log is accounted for: archived, a dead letter,
+ * a duplicate.  (Kafka topics only: the queue table is filled exactly once.)
+ */
+CREATE TABLE recsys.archive_duplicates (
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	"offset"	bigint NOT NULL,
+	event_id	bigint NOT NULL,
+	archived_offset bigint NOT NULL,		-- the offset of the copy that was archived
+	queue_id	bigint,						-- the event_queue row id (topic 'queue')
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (topic, partition, "offset")
+);
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_duplicates', '');
+
+/* The archiver's window of recently archived real-time event ids, per partition. */
+CREATE TABLE recsys.archive_recent_ids (
+	topic		text NOT NULL,
+	partition	int NOT NULL,
+	event_id	bigint NOT NULL,
+	"offset"	bigint NOT NULL,
+	value_hash	bigint NOT NULL,			-- of the message value: a resend is the same text
+	PRIMARY KEY (topic, partition, event_id)
+);
+CREATE INDEX archive_recent_ids_offset ON recsys.archive_recent_ids (topic, partition, "offset");
+SELECT pg_catalog.pg_extension_config_dump('recsys.archive_recent_ids', '');
 
 /*
  * Offsets the event log deleted (retention) before they were archived: reported

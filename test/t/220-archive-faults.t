@@ -6,6 +6,10 @@
 #   backlog is larger than archive_flush_events, so full batches meet the failed PUT:
 #   the worker keeps them open and keeps running (no restart loop).
 # - Kafka down and back: the worker reconnects and archives what comes next.
+# - recsys.status describes the present (issue 9, item 9): during an outage its state
+#   row names the component down and since when, the lag keeps up with the log,
+#   recsys_archive_sync blames the right component; after it, the state is ok and the
+#   last error is marked resolved, with its time.
 # - Retention: offsets deleted from the log before they were archived are recorded in
 #   recsys.archive_gaps, with a WARNING and in recsys.status; the rest is archived.
 source "$(dirname "$0")/2-archive-lib.bash"
@@ -34,8 +38,15 @@ sleep 1
 pid_before=$(archiver_pids)
 log_start=$(wc -c <"$PGLOG")
 "$STACK" stop minio >/dev/null
+end_offsets() { psql -X -qtA -c "SELECT coalesce(sum(value::bigint), 0) FROM recsys.status WHERE component = 'event_log' AND metric LIKE '$T/%end_offset'"; }
+sleep 3
+end_before=$(end_offsets)
 gen_events 1001 3000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/produced"
 sleep 8
+is "$(end_offsets)" "$((end_before + 3000))" "MinIO down: the log's end offsets in recsys.status keep up (lag not frozen)"
+like "$(status state)" '^the archive store is unavailable since [0-9-]+ [0-9:.+]+: S3 PUT' "MinIO down: state names the store, since when and why"
+is "$(status last_error_resolved_at)" current "MinIO down: the last error is current"
+like "$(status last_error_at)" '^[0-9]{4}-' "MinIO down: the time of the last error"
 is "$(archiver_pids)" "$pid_before" "MinIO down with a backlog over archive_flush_events: the worker keeps running"
 is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'recsys archiver.*ERROR\|ERROR.*compressing')" 0 "MinIO down with a backlog: no error in the log"
 is "$(status store)" "unavailable (retrying)" "MinIO down: status store unavailable"
@@ -44,12 +55,15 @@ is "$(psql_val "SELECT string_agg(next_offset::text, ',' ORDER BY partition) FRO
 is "$(psql_val "SELECT count(*) FROM recsys.archive_manifest WHERE topic = '$T'")" "$objects_before" "MinIO down: no manifest row added"
 err=$(psql_err "SELECT recsys_archive_sync('2 s')")
 like "$err" 'recsys_archive_sync timed out after 2000 ms' "MinIO down: sync times out"
-like "$err" 'Last archiver error: S3 PUT' "MinIO down: the timeout error says why"
+like "$err" 'Last archiver error: the archive store is unavailable since .*S3 PUT' "MinIO down: the timeout error says why"
+unlike "$err" 'Kafka' "MinIO down: the timeout error does not blame Kafka"
 is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'cannot write to the archive')" 1 "MinIO down: logged once, not per retry"
 "$STACK" start minio >/dev/null
 psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
 reset_conf recsys.archive_flush_events
 is "$(status store)" ok "MinIO back: status ok"
+is "$(status state)" ok "MinIO back: state ok"
+like "$(status last_error_resolved_at)" '^[0-9]{4}-' "MinIO back: the last error is marked resolved, with the time"
 is "$(tail -c +$((log_start + 1)) "$PGLOG" | grep -c 'can write to the archive again')" 1 "MinIO back: logged once"
 check "MinIO outage"
 
@@ -57,6 +71,7 @@ check "MinIO outage"
 "$STACK" stop kafka >/dev/null
 sleep 4
 like "$(status kafka)" 'unreachable' "Kafka down: status kafka unreachable"
+like "$(status state)" '^Kafka is unreachable since ' "Kafka down: state names Kafka"
 pid=$(archiver_pids)
 start=$(date +%s%N)
 psql_val "SELECT pg_terminate_backend($pid)" >/dev/null
@@ -69,6 +84,8 @@ gen_events 5001 2000 >"$tmp/b"; produce "$T" <"$tmp/b"; cat "$tmp/b" >>"$tmp/pro
 psql_val "SELECT recsys_archive_sync('90 s')" >/dev/null
 wait_for 15 bash -c "[ \"\$(psql -X -qtA -c \"SELECT value FROM recsys.status WHERE component = 'archiver' AND metric = 'kafka'\")\" = ok ]"
 ok $? "Kafka back: status ok"
+is "$(status state)" ok "Kafka back: state ok"
+like "$(status last_error_resolved_at)" '^[0-9]{4}-' "Kafka back: the last error is marked resolved"
 check "Kafka outage"
 
 # ---- retention deleted offsets before they were archived

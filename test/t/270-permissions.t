@@ -21,7 +21,7 @@ PUBLIC_OK=""
 # names of later stages are listed already, so that the rule holds when they arrive
 APP_FUNCS="recsys_rate recsys_recommend recsys_similar"
 ANALYST_FUNCS="recsys.archive_status recsys.cache_status recsys.llm_status"
-OPERATOR_FUNCS="recsys_load_movies recsys_ingest_csv recsys_archive_sync recsys_health recsys.archive_status recsys.cache_status recsys.llm_status
+OPERATOR_FUNCS="recsys_load_movies recsys_ingest_csv recsys_ingest_resume recsys_archive_sync recsys_health recsys.archive_status recsys.cache_status recsys.llm_status
                 recsys_aggregate recsys_schedule recsys_unschedule recsys.aggregate_progress_info recsys_forget"
 UPLOADER_FUNCS=""
 
