@@ -40,6 +40,7 @@ static int	local_list(ArchiveStore *store, ArchiveListFn fn, void *arg,
 static bool local_walk(const char *root, const char *rel, List **out, char *err, size_t errlen);
 static int	cmp_entry(const void *a, const void *b);
 static bool key_is_safe(const char *key);
+static bool have_credentials(const ArchiveStore *store, char *err, size_t errlen);
 
 /* Open the configured store. */
 ArchiveStore *
@@ -180,11 +181,8 @@ ArchiveStorePut(ArchiveStore *store, const char *key, const void *data, size_t l
 	}
 	if (store->use_s3)
 	{
-		if (store->access_key[0] == '\0' || store->secret_key[0] == '\0')
-		{
-			snprintf(err, errlen, "no S3 credentials: set s3_access_key and s3_secret_key in recsys.secrets_file");
+		if (!have_credentials(store, err, errlen))
 			return ARCHIVE_ERROR;
-		}
 		return S3Put(&store->s3, key, data, len, ARCHIVE_CONTENT_TYPE, err, errlen) == S3_OK
 			? ARCHIVE_OK : ARCHIVE_ERROR;
 	}
@@ -202,11 +200,8 @@ ArchiveStoreGet(ArchiveStore *store, const char *key, S3Buffer *out, char *err, 
 	}
 	if (store->use_s3)
 	{
-		if (store->access_key[0] == '\0' || store->secret_key[0] == '\0')
-		{
-			snprintf(err, errlen, "no S3 credentials: set s3_access_key and s3_secret_key in recsys.secrets_file");
+		if (!have_credentials(store, err, errlen))
 			return ARCHIVE_ERROR;
-		}
 		return S3Get(&store->s3, key, out, err, errlen);
 	}
 	return local_get(store, key, out, err, errlen);
@@ -235,11 +230,8 @@ ArchiveStoreList(ArchiveStore *store, ArchiveListFn fn, void *arg, char *err, si
 	{
 		ListState	ls = {fn, arg};
 
-		if (store->access_key[0] == '\0' || store->secret_key[0] == '\0')
-		{
-			snprintf(err, errlen, "no S3 credentials: set s3_access_key and s3_secret_key in recsys.secrets_file");
+		if (!have_credentials(store, err, errlen))
 			return ARCHIVE_ERROR;
-		}
 		return S3List(&store->s3, ARCHIVE_PREFIX, NULL, s3_list_cb, &ls, err, errlen) == S3_OK
 			? ARCHIVE_OK : ARCHIVE_ERROR;
 	}
@@ -281,6 +273,16 @@ ArchiveObjectParse(const void *gz, size_t len, S3Buffer *plain,
 		p = nl ? nl + 1 : end;
 	}
 	return ARCHIVE_OK;
+}
+
+/* S3 needs both keys of the secrets file; false with a message when one is missing. */
+static bool
+have_credentials(const ArchiveStore *store, char *err, size_t errlen)
+{
+	if (store->access_key[0] != '\0' && store->secret_key[0] != '\0')
+		return true;
+	snprintf(err, errlen, "no S3 credentials: set s3_access_key and s3_secret_key in recsys.secrets_file");
+	return false;
 }
 
 /* A key that cannot leave the archive directory. */

@@ -66,6 +66,7 @@ PG_FUNCTION_INFO_V1(recsys_forget_cache);
 static SPIPlanPtr rank_plan = NULL;
 static SPIPlanPtr fill_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
+static SPIPlanPtr taste_plan = NULL;
 static SPIPlanPtr movies_plan = NULL;
 
 /*
@@ -73,9 +74,12 @@ static SPIPlanPtr movies_plan = NULL;
  * with recsys_rate since the last aggregate, favourite genres, a few top movies.
  */
 static const char *const STATE_SQL =
-"SELECT coalesce(p.version, 0),"
-"       ARRAY(SELECT r.movie_id FROM recsys.recent_ratings r WHERE r.user_id = $1),"
-"       coalesce(p.favorite_genres, '{}'),"
+"SELECT coalesce((SELECT p.version FROM recsys.user_profiles p WHERE p.user_id = $1), 0),"
+"       ARRAY(SELECT r.movie_id FROM recsys.recent_ratings r WHERE r.user_id = $1)";
+
+/* What the LLM is told of the user: favourite genres and a few top movies. */
+static const char *const TASTE_SQL =
+"SELECT coalesce(p.favorite_genres, '{}'),"
 "       ARRAY(SELECT m.title FROM unnest(p.top_movies[1:5]) WITH ORDINALITY t(id, i)"
 "             JOIN recsys.movies m ON m.movie_id = t.id ORDER BY t.i),"
 "       ARRAY(SELECT coalesce(m.year, 0) FROM unnest(p.top_movies[1:5]) WITH ORDINALITY t(id, i)"
@@ -190,6 +194,9 @@ prepare_plan(void)
 		state_plan = SPI_prepare(STATE_SQL, 1, stypes);
 		if (state_plan == NULL || SPI_keepplan(state_plan) != 0)
 			elog(ERROR, "could not prepare the state statement");
+		taste_plan = SPI_prepare(TASTE_SQL, 1, stypes);
+		if (taste_plan == NULL || SPI_keepplan(taste_plan) != 0)
+			elog(ERROR, "could not prepare the taste statement");
 		movies_plan = SPI_prepare(MOVIES_SQL, 1, mtypes);
 		if (movies_plan == NULL || SPI_keepplan(movies_plan) != 0)
 			elog(ERROR, "could not prepare the movies statement");
@@ -351,7 +358,7 @@ recsys_llm_status(PG_FUNCTION_ARGS)
 		v_[2] = CStringGetTextDatum(value); \
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, v_, n_); \
 	} while (0)
-	LLM_ROW("mode", RecsysLlmConfigured() ? "re-ranking cache misses" : "not configured: the engine's ranking alone");
+	LLM_ROW("configuration", RecsysLlmConfigured() ? "re-ranking cache misses" : "not configured: the engine's ranking alone");
 	if (Counters == NULL)
 		return (Datum) 0;
 	LLM_ROW("calls", psprintf(UINT64_FORMAT, pg_atomic_read_u64(&Counters->calls)));
@@ -387,7 +394,7 @@ llm_interrupt(void *arg)
 	return QueryCancelPending || ProcDiePending;
 }
 
-/* Read the user's state (one statement). */
+/* Read the user's state: the profile version and the ratings since the last aggregate. */
 static void
 load_state(int64 user_id, UserState *st)
 {
@@ -399,10 +406,6 @@ load_state(int64 user_id, UserState *st)
 	bool	   *en;
 	int			ne,
 				i;
-	Datum	   *years,
-			   *gens;
-	int			ny,
-				ng;
 
 	memset(st, 0, sizeof(*st));
 	v[0] = Int64GetDatum(user_id);
@@ -417,17 +420,41 @@ load_state(int64 user_id, UserState *st)
 	for (i = 0; i < ne; i++)
 		st->recent[i] = DatumGetInt64(e[i]);
 	st->nrecent = ne;
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 3, &isnull)), TEXTOID, -1, false,
+}
+
+/* Read what the LLM is told of the user (only on a miss that asks it). */
+static void
+load_taste(int64 user_id, UserState *st)
+{
+	Datum		v[1];
+	HeapTuple	t;
+	TupleDesc	d;
+	bool		isnull;
+	Datum	   *e;
+	bool	   *en;
+	int			ne,
+				i;
+	Datum	   *years,
+			   *gens;
+	int			ny,
+				ng;
+
+	v[0] = Int64GetDatum(user_id);
+	if (SPI_execute_plan(taste_plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the profile of user %lld", (long long) user_id);
+	t = SPI_tuptable->vals[0];
+	d = SPI_tuptable->tupdesc;
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 1, &isnull)), TEXTOID, -1, false,
 					  TYPALIGN_INT, &e, &en, &ne);
 	st->fav = palloc(sizeof(char *) * Max(ne, 1));
 	for (i = 0; i < ne; i++)
 		st->fav[i] = TextDatumGetCString(e[i]);
 	st->nfav = ne;
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 4, &isnull)), TEXTOID, -1, false,
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 2, &isnull)), TEXTOID, -1, false,
 					  TYPALIGN_INT, &e, &en, &ne);
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 5, &isnull)), INT4OID, 4, true,
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 3, &isnull)), INT4OID, 4, true,
 					  TYPALIGN_INT, &years, &en, &ny);
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 6, &isnull)), TEXTOID, -1, false,
+	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 4, &isnull)), TEXTOID, -1, false,
 					  TYPALIGN_INT, &gens, &en, &ng);
 	st->liked = palloc0(sizeof(LlmMovie) * Max(ne, 1));
 	for (i = 0; i < ne && i < ny && i < ng; i++)
@@ -457,6 +484,19 @@ genres_string(Datum arr)
 	return buf.data;
 }
 
+/* The ranking statement's parameters $1 .. $7 (the filters $8, $9 are the caller's). */
+static void
+bind_rank(Datum *values, int64 user_id, int32 limit)
+{
+	values[0] = Int64GetDatum(user_id);
+	values[1] = Int32GetDatum(recsys_recommend_seeds);
+	values[2] = Float8GetDatum(recsys_recommend_neutral);
+	values[3] = Float8GetDatum(recsys_recommend_half_life > 0 ? recsys_recommend_half_life : 1e9);
+	values[4] = Float8GetDatum(recsys_recommend_genre_weight);
+	values[5] = Float8GetDatum(recsys_recommend_popularity_weight);
+	values[6] = Int32GetDatum(limit);
+}
+
 /* Is id among the n ids? */
 static bool
 id_in(const int64 *ids, int n, int64 id)
@@ -483,13 +523,7 @@ deep_list(int64 user_id, UserState *st, CacheList *out)
 	SPITupleTable *tab;
 	int			k = 0;
 
-	values[0] = Int64GetDatum(user_id);
-	values[1] = Int32GetDatum(recsys_recommend_seeds);
-	values[2] = Float8GetDatum(recsys_recommend_neutral);
-	values[3] = Float8GetDatum(recsys_recommend_half_life > 0 ? recsys_recommend_half_life : 1e9);
-	values[4] = Float8GetDatum(recsys_recommend_genre_weight);
-	values[5] = Float8GetDatum(recsys_recommend_popularity_weight);
-	values[6] = Int32GetDatum(DEEP_LIST);
+	bind_rank(values, user_id, DEEP_LIST);
 	if (SPI_execute_plan(rank_plan, values, nulls, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not rank movies for user %lld", (long long) user_id);
 	tab = SPI_tuptable;
@@ -507,6 +541,9 @@ deep_list(int64 user_id, UserState *st, CacheList *out)
 		char		err[512];
 		int			rc;
 		const char *key = SecretGet("llm_api_key");
+
+		/* (the ranked rows stay valid: SPI frees a result only at SPI_finish) */
+		load_taste(user_id, st);
 
 		for (i = 0; i < (uint64) ncand; i++)
 		{
@@ -607,6 +644,7 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 	int			nfgen = 0;
 	int64	   *excl = NULL;
 	int			nexcl = 0;
+	int			want;
 
 	if (cl->n == 0)
 		return false;
@@ -626,10 +664,12 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 		for (i = 0; i < nexcl; i++)
 			excl[i] = DatumGetInt64(e[i]);
 	}
-	ids = palloc(sizeof(Datum) * cl->n);
-	for (i = 0; i < cl->n; i++)
+	/* without a genre filter only the first n + (movies to skip) entries can count */
+	want = genres ? cl->n : Min(cl->n, n + st->nrecent + nexcl);
+	ids = palloc(sizeof(Datum) * want);
+	for (i = 0; i < want; i++)
 		ids[i] = Int64GetDatum(cl->entries[i].movie_id);
-	v[0] = PointerGetDatum(construct_array(ids, cl->n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	v[0] = PointerGetDatum(construct_array(ids, want, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_plan(movies_plan, v, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the movies of a list");
 	rowof = palloc0(sizeof(HeapTuple) * cl->n);
@@ -638,12 +678,12 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
 
-		for (i = 0; i < cl->n; i++)
+		for (i = 0; i < want; i++)
 			if (cl->entries[i].movie_id == id)
 				rowof[i] = SPI_tuptable->vals[r];
 	}
 	pick = palloc(sizeof(int) * n);
-	for (i = 0; i < cl->n && got < n; i++)
+	for (i = 0; i < want && got < n; i++)
 	{
 		const CacheEntry *e = &cl->entries[i];
 
@@ -769,13 +809,7 @@ recsys_recommend(PG_FUNCTION_ARGS)
 		}
 	}
 
-	values[0] = Int64GetDatum(user_id);
-	values[1] = Int32GetDatum(recsys_recommend_seeds);
-	values[2] = Float8GetDatum(recsys_recommend_neutral);
-	values[3] = Float8GetDatum(recsys_recommend_half_life > 0 ? recsys_recommend_half_life : 1e9);
-	values[4] = Float8GetDatum(recsys_recommend_genre_weight);
-	values[5] = Float8GetDatum(recsys_recommend_popularity_weight);
-	values[6] = Int32GetDatum(n);
+	bind_rank(values, user_id, n);
 	if (PG_ARGISNULL(2))
 		nulls[7] = 'n';
 	else

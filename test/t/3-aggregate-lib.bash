@@ -112,3 +112,30 @@ paused() { [ -f "$PGDATA_DIR/recsys_aggregate_paused" ]; }
 # fault POINT: make the next aggregate pause at POINT (after_read, after_ratings, before_commit)
 fault() { echo "$1" >"$PGDATA_DIR/recsys_aggregate_fault"; chown recsys: "$PGDATA_DIR/recsys_aggregate_fault" 2>/dev/null || true; }
 unpause() { rm -f "$PGDATA_DIR/recsys_aggregate_paused"; }
+
+# hand-checkable similarities for the suites' fixtures: plain cosine of who rated what,
+# recomputed by every run
+NB=("SET recsys.neighbors_alpha = 0" "SET recsys.neighbors_beta = 0.5" "SET recsys.neighbors_shrink = 0"
+    "SET recsys.neighbors_min_common = 1" "SET recsys.neighbors_refresh = 0")
+
+# put_recommend_fixture: the catalogue and the ratings of the recommendation suites
+# (5 users, 4 rated movies; 500-recommend.t works its scores out), archived; the
+# fixture's event ids are small, so recsys_rate's sequence is moved clear of them
+put_recommend_fixture() {
+    psql_val "SELECT recsys_load_movies('$FX/movies.csv')" >/dev/null
+    psql_val "SELECT setval('recsys.rating_event_id_seq', 1000000)" >/dev/null
+    put_events <<'FIXTURE'
+1 1 1 4.0 1000
+2 1 1 2.0 2000
+3 1 3 5.0 1500
+4 2 1 3.0 1000
+6 2 3 1.0 1000
+7 3 1 5.0 1000
+8 3 3 4.5 1100
+9 3 11 3.0 1200
+10 4 2 4.0 100
+11 1 3 3.0 1600
+12 4 11 4.0 300
+13 5 1 4.5 50
+FIXTURE
+}

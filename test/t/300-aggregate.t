@@ -11,9 +11,6 @@ source "$(dirname "$0")/3-aggregate-lib.bash"
 
 agg_isolate
 is "$(psql_val "SELECT recsys_load_movies('$FX/movies.csv')")" 9 "the catalogue loads"
-# hand-checkable similarities: plain cosine of who rated what
-NB=("SET recsys.neighbors_alpha = 0" "SET recsys.neighbors_beta = 0.5" "SET recsys.neighbors_shrink = 0"
-    "SET recsys.neighbors_min_common = 1" "SET recsys.neighbors_refresh = 0")
 
 # ---- run 1: duplicates, latest wins, a tie --------------------------------------
 put_events <<'EOF'

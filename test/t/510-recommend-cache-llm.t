@@ -14,25 +14,7 @@ llm_restore() { llm_mode ok 2>/dev/null || true; agg_restore; }
 trap llm_restore EXIT
 
 agg_isolate
-psql_val "SELECT recsys_load_movies('$FX/movies.csv')" >/dev/null
-# the fixture's event ids are small: keep recsys_rate's (a sequence from 1) clear of them
-psql_val "SELECT setval('recsys.rating_event_id_seq', 1000000)" >/dev/null
-NB=("SET recsys.neighbors_alpha = 0" "SET recsys.neighbors_beta = 0.5" "SET recsys.neighbors_shrink = 0"
-    "SET recsys.neighbors_min_common = 1" "SET recsys.neighbors_refresh = 0")
-put_events <<'EOF'
-1 1 1 4.0 1000
-2 1 1 2.0 2000
-3 1 3 5.0 1500
-4 2 1 3.0 1000
-6 2 3 1.0 1000
-7 3 1 5.0 1000
-8 3 3 4.5 1100
-9 3 11 3.0 1200
-10 4 2 4.0 100
-11 1 3 3.0 1600
-12 4 11 4.0 300
-13 5 1 4.5 50
-EOF
+put_recommend_fixture
 is "$(aggregate "${NB[@]}")" "1 12 5 4" "the fixture is aggregated"
 ENGINE=(-c "SET recsys.recommend_popularity_weight = 0" -c "SET recsys.recommend_genre_weight = 0"
         -c "SET recsys.recommend_half_life = 0" -c "SET recsys.recommend_neutral = 2.5")
