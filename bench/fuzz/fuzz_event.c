@@ -72,7 +72,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fail("the fast path and jansson read different events", NULL);
 	}
 
-	if (EventParse(v, len, key, keylen, &ev, reason, sizeof(reason)) == 0)
+	if (EventParse(v, len, key, keylen, &ev, reason, sizeof(reason)) == 0 && ev.forget)
+	{
+		/* a tombstone (recsys_forget): ids in range, no movie, no rating */
+		if (ev.event_id <= 0 || ev.user_id <= 0 || ev.movie_id != 0 || ev.halves != 0)
+			fail("accepted tombstone out of range", NULL);
+	}
+	else if (EventParse(v, len, key, keylen, &ev, reason, sizeof(reason)) == 0)
 	{
 		IngestRating r;
 		char		out[INGEST_VALUE_MAX];

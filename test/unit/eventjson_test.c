@@ -52,6 +52,23 @@ main(void)
 	check("{\"event_id\":1,\"user_id\":2,\"movie_id\":3,\"rating\":4.5,\"ts\":1}x", "2", 0, "not JSON", "trailing garbage");
 	check("{\"event_id\":1,\"user_id\":2,\"movie_id\":3,\"rating\":4.5,\"ts\":1", "2", 0, "not JSON", "truncated");
 	check("[1,2,3]", "2", 0, "not a JSON object", "an array");
+	/* tombstones of recsys_forget */
+	check("{\"event_id\":9,\"user_id\":2,\"forget\":true,\"ts\":1700000000}", "2", 1, NULL, "a tombstone");
+	{
+		const char *t = "{\"event_id\":9,\"user_id\":2,\"forget\":true,\"ts\":1700000000}";
+
+		int			good = EventParse(t, strlen(t), "2", 1, &ev, reason, sizeof(reason)) == 0 &&
+			ev.forget == 1 && ev.movie_id == 0 && ev.halves == 0 && ev.ts == 1700000000;
+
+		n++;
+		if (!good)
+			failed++;
+		printf("%sok %d - a tombstone: forget set, no movie, no rating\n", good ? "" : "not ", n);
+	}
+	check("{\"event_id\":9,\"user_id\":2,\"forget\":false,\"ts\":1}", "2", 0, "forget must be true", "forget false");
+	check("{\"event_id\":9,\"user_id\":2,\"forget\":true,\"movie_id\":3,\"rating\":4,\"ts\":1}", "2", 0,
+		  "no movie_id or rating", "a tombstone with a rating");
+	check("{\"event_id\":9,\"user_id\":2,\"forget\":true,\"ts\":1}", "3", 0, "key", "a tombstone whose key is another user");
 	check("{\"event_id\":1,\"user_id\":2,\"movie_id\":3,\"rating\":4.25,\"ts\":1}", "2", 0, "rating", "rating not in 0.5 steps");
 	check("{\"event_id\":1,\"user_id\":2,\"movie_id\":3,\"rating\":5.5,\"ts\":1}", "2", 0, "rating", "rating above 5 (fast path)");
 	check("{\"event_id\":1,\"user_id\":2,\"movie_id\":3,\"rating\":0,\"ts\":1}", "2", 0, "rating", "rating 0");
