@@ -1,9 +1,10 @@
 /*
  * recsys install script, part 00: the schema and the tables every module shares.
  *
- * The install script sql/recsys--0.1.0.sql is built by the Makefile from the files of
- * sql/install/ in name order, one file per concern (TimescaleDB builds its script the
- * same way), so that each module keeps its SQL beside the others without conflicts.
+ * The current version's install script (sql/recsys--<default_version>.sql) is built by
+ * the Makefile from the files of sql/install/ in name order, one file per concern
+ * (TimescaleDB builds its script the same way), so that each module keeps its SQL
+ * beside the others without conflicts.
  */
 
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
