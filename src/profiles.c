@@ -38,6 +38,7 @@
 #include "cache.h"
 
 #define MAX_GENRES		256
+#define MAX_MOVIE_GENRES	32	/* genres of one movie that count (MovieLens has at most 10) */
 #define DENSE_MAX_ID	(16 * 1024 * 1024)
 #define USER_CHUNK		50000
 
@@ -245,7 +246,7 @@ load_catalogue(Catalogue *cat)
 	n = SPI_processed;
 	ids = palloc(sizeof(int64) * Max(n, 1));
 	counts = palloc0(sizeof(int) * Max(n, 1));
-	names = palloc(sizeof(char *) * Max(n, 1) * 8);
+	names = palloc(sizeof(char *) * Max(n, 1) * MAX_MOVIE_GENRES);
 
 	/* first the genre dictionary, sorted by name */
 	for (i = 0; i < n; i++)
@@ -266,14 +267,14 @@ load_catalogue(Catalogue *cat)
 
 			deconstruct_array(DatumGetArrayTypeP(g), TEXTOID, -1, false, TYPALIGN_INT,
 							  &elems, &nulls, &ne);
-			for (j = 0; j < ne && j < 8; j++)
+			for (j = 0; j < ne && j < MAX_MOVIE_GENRES; j++)
 				if (!nulls[j])
 				{
 					char	   *s = TextDatumGetCString(elems[j]);
 
 					if (s[0] != '\0')
 					{
-						names[i * 8 + counts[i]++] = s;
+						names[i * MAX_MOVIE_GENRES + counts[i]++] = s;
 						(void) genre_index(cat, s, true);
 					}
 				}
@@ -300,7 +301,7 @@ load_catalogue(Catalogue *cat)
 		cat->gstart[slot] = (int32) total;
 		cat->gcount[slot] = (int16) counts[i];
 		for (j = 0; j < counts[i]; j++)
-			cat->glist[total++] = (int16) genre_index(cat, names[i * 8 + j], false);
+			cat->glist[total++] = (int16) genre_index(cat, names[i * MAX_MOVIE_GENRES + j], false);
 	}
 	SPI_freetuptable(SPI_tuptable);
 	pfree(slots);
