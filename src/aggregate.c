@@ -31,7 +31,6 @@
 #include "postgres.h"
 
 #include <signal.h>
-#include <sys/stat.h>
 
 #include "access/xact.h"
 #include "access/xlog.h"
@@ -137,49 +136,11 @@ static int64 peak_memory_bytes(void);
 static void free_run(AggRun *run);
 static void analyze_changed(AggRun *run);
 
-/*
- * Test hook of the crash and cancel tests: when the file recsys_aggregate_fault in
- * the data directory names this point, remove it, write recsys_aggregate_paused and
- * wait (up to 60 s, interruptibly) until that file is removed, so a test can stop the
- * server, cancel the caller or read the tables right there.  One stat() otherwise.
- */
+/* The crash and cancel suites' pause points (recsys.c), released by the suite. */
 void
 AggFaultPoint(const char *point)
 {
-	char		path[MAXPGPATH];
-	char		buf[64] = "";
-	FILE	   *f;
-	int			i;
-
-	snprintf(path, sizeof(path), "%s/recsys_aggregate_fault", DataDir);
-	if ((f = fopen(path, "r")) == NULL)
-		return;
-	if (fgets(buf, sizeof(buf), f) == NULL)
-		buf[0] = '\0';
-	fclose(f);
-	buf[strcspn(buf, " \r\n")] = '\0';
-	if (strcmp(buf, point) != 0)
-		return;
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/recsys_aggregate_paused", DataDir);
-	if ((f = fopen(path, "w")) != NULL)
-	{
-		fprintf(f, "%s %d\n", point, MyProcPid);
-		fclose(f);
-	}
-	ereport(LOG, (errmsg("recsys aggregate paused at fault point %s", point)));
-	for (i = 0; i < 600; i++)
-	{
-		struct stat st;
-
-		if (stat(path, &st) != 0)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	unlink(path);
+	RecsysFaultPoint("aggregate", point, true);
 }
 
 /* Register the progress slots' shared memory (only when preloaded). */

@@ -83,6 +83,7 @@
 #include "guc.h"
 #include "archive_watermarks.h"
 #include "kafka.h"
+#include "recsys.h"
 #include "s3.h"
 
 #define ARCHIVER_MAX_WORKERS		64
@@ -641,40 +642,11 @@ log_state(bool ok, const char *err)
  * ---------------------------------------------------------------------------------
  */
 
-/*
- * Test hook for the crash tests: when the file recsys_archiver_fault in the data
- * directory names this point (before_put, after_put, after_commit), remove it, write
- * recsys_archiver_paused and pause up to 60 s, so a test can kill -9 the worker or
- * stop the server right there.  One stat() a flush otherwise.
- */
+/* The crash suites' pause points (recsys.c): before_put, after_put, after_commit. */
 static void
 fault_point(const char *point)
 {
-	char		path[MAXPGPATH];
-	char		buf[64] = "";
-	FILE	   *f;
-	int			i;
-
-	snprintf(path, sizeof(path), "%s/recsys_archiver_fault", DataDir);
-	if ((f = fopen(path, "r")) == NULL)
-		return;
-	if (fgets(buf, sizeof(buf), f) == NULL)
-		buf[0] = '\0';
-	fclose(f);
-	buf[strcspn(buf, " \r\n")] = '\0';
-	if (strcmp(buf, point) != 0)
-		return;
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/recsys_archiver_paused", DataDir);
-	if ((f = fopen(path, "w")) != NULL)
-	{
-		fprintf(f, "%s %d\n", point, MyProcPid);
-		fclose(f);
-	}
-	ereport(LOG, (errmsg("recsys archiver paused at fault point %s", point)));
-	for (i = 0; i < 600 && PostmasterIsAlive(); i++)
-		pg_usleep(100000L);
-	unlink(path);
+	RecsysFaultPoint("archiver", point, false);
 }
 
 /* ---------------------------------------------------------------------------------

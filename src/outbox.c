@@ -39,7 +39,6 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/pmsignal.h"
 #include <unistd.h>
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -50,6 +49,7 @@
 
 #include "guc.h"
 #include "ingest.h"
+#include "recsys.h"
 #include "kafka.h"
 
 #define RELAY_BATCH			5000
@@ -68,7 +68,6 @@ static uint64 relay_queue(void);
 static void relay_drop_producer(void);
 static int	relay_interrupt(void *arg);
 static void relay_abort_orphans(void);
-static void relay_fault_point(const char *point);
 
 /* Register the relay worker (while preloading). */
 void
@@ -336,7 +335,7 @@ relay_kafka(uint64 *sent)
 			ereport(LOG, (errmsg("recsys relay: Kafka is reachable again")));
 		kafka_failing = false;
 
-		relay_fault_point("after_ack");
+		RecsysFaultPoint("relay", "after_ack", false);	/* test hook (recsys.c) */
 
 		/* acknowledged: delete exactly the rows we sent */
 		{
@@ -356,40 +355,6 @@ relay_kafka(uint64 *sent)
 	return true;
 }
 
-/*
- * Test hook: when the file recsys_relay_fault in the data directory names this point,
- * remove it, write recsys_relay_paused ("point pid") and pause up to 60 s, so that a
- * test can kill -9 the relay right there.  One failed fopen() a batch otherwise.
- */
-static void
-relay_fault_point(const char *point)
-{
-	char		path[MAXPGPATH];
-	char		buf[64] = "";
-	FILE	   *f;
-	int			i;
-
-	snprintf(path, sizeof(path), "%s/recsys_relay_fault", DataDir);
-	if ((f = fopen(path, "r")) == NULL)
-		return;
-	if (fgets(buf, sizeof(buf), f) == NULL)
-		buf[0] = '\0';
-	fclose(f);
-	buf[strcspn(buf, " \r\n")] = '\0';
-	if (strcmp(buf, point) != 0)
-		return;
-	unlink(path);
-	snprintf(path, sizeof(path), "%s/recsys_relay_paused", DataDir);
-	if ((f = fopen(path, "w")) != NULL)
-	{
-		fprintf(f, "%s %d\n", point, MyProcPid);
-		fclose(f);
-	}
-	ereport(LOG, (errmsg("recsys relay paused at fault point %s", point)));
-	for (i = 0; i < 600 && PostmasterIsAlive(); i++)
-		pg_usleep(100000L);
-	unlink(path);
-}
 
 /* Abort the Kafka transactions of failed 'stop' jobs that could not abort them. */
 static void

@@ -7,8 +7,14 @@
  */
 #include "postgres.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/pmsignal.h"
 
 #include "aggregate.h"
 #include "archiver.h"
@@ -46,4 +52,61 @@ RecsysRequirePreload(const char *what)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s requires recsys to be loaded via shared_preload_libraries", what),
 				 errhint("Add recsys to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * Test hook of the crash and cancel suites: when the file recsys_<who>_fault in the
+ * data directory names this point, remove it, write recsys_<who>_paused ("point pid")
+ * and pause up to 60 s there, so a test can kill the process, stop the server or
+ * look at the tables at exactly that point.  With release, the pause also ends when
+ * the test removes the paused file, and it waits on the latch, so a cancel or a
+ * termination works during it; without, it sleeps through signals.  One failed
+ * fopen() a call otherwise.
+ */
+void
+RecsysFaultPoint(const char *who, const char *point, bool release)
+{
+	char		path[MAXPGPATH];
+	char		buf[64] = "";
+	FILE	   *f;
+	int			i;
+
+	snprintf(path, sizeof(path), "%s/recsys_%s_fault", DataDir, who);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	if (fgets(buf, sizeof(buf), f) == NULL)
+		buf[0] = '\0';
+	fclose(f);
+	buf[strcspn(buf, " \r\n")] = '\0';
+	if (strcmp(buf, point) != 0)
+		return;
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/recsys_%s_paused", DataDir, who);
+	if ((f = fopen(path, "w")) != NULL)
+	{
+		fprintf(f, "%s %d\n", point, MyProcPid);
+		fclose(f);
+	}
+	ereport(LOG, (errmsg("recsys %s paused at fault point %s", who, point)));
+	for (i = 0; i < 600; i++)
+	{
+		if (release)
+		{
+			struct stat st;
+
+			if (stat(path, &st) != 0)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+		else
+		{
+			if (!PostmasterIsAlive())
+				break;
+			pg_usleep(100000L);
+		}
+	}
+	unlink(path);
 }
