@@ -220,6 +220,78 @@ AggKernelCheck(int rc, const char *what)
 }
 
 /* ---------------------------------------------------------------------------------
+ * Ids to slots (movie ids for the statistics, the profiles and the neighbours)
+ * ---------------------------------------------------------------------------------
+ */
+
+/* Build the map from ids (sorted and deduplicated here; the array is kept). */
+void
+AggIdMapBuild(AggIdMap *m, int64 *ids, int64 n)
+{
+	int64		i,
+				k = 0;
+
+	if (n > 1)
+	{
+		MergePair  *p = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(MergePair) * n);
+		MergePair  *tmp = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(MergePair) * n);
+
+		for (i = 0; i < n; i++)
+		{
+			p[i].key = (uint64) ids[i] ^ ((uint64) 1 << 63);
+			p[i].val = 0;
+		}
+		AggKernelCheck(MergeRadixSort(p, tmp, n, AggInterrupt, NULL), "sorting movie ids");
+		for (i = 0; i < n; i++)
+		{
+			int64		id = (int64) (p[i].key ^ ((uint64) 1 << 63));
+
+			if (k == 0 || ids[k - 1] != id)
+				ids[k++] = id;
+		}
+		pfree(p);
+		pfree(tmp);
+	}
+	else
+		k = n;
+	m->ids = ids;
+	m->n = k;
+	m->dense = NULL;
+	m->dense_n = 0;
+	if (k > 0 && ids[0] >= 0 && ids[k - 1] < AGG_DENSE_MAX_ID)
+	{
+		m->dense_n = ids[k - 1] + 1;
+		m->dense = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * m->dense_n);
+		memset(m->dense, 0xff, sizeof(int32) * m->dense_n);
+		for (i = 0; i < k; i++)
+			m->dense[ids[i]] = (int32) i;
+	}
+}
+
+/* The slot of id, or -1. */
+int64
+AggIdMapFind(const AggIdMap *m, int64 id)
+{
+	int64		lo = 0,
+				hi = m->n - 1;
+
+	if (m->dense)
+		return (id >= 0 && id < m->dense_n) ? m->dense[id] : -1;
+	while (lo <= hi)
+	{
+		int64		mid = lo + (hi - lo) / 2;
+
+		if (m->ids[mid] == id)
+			return mid;
+		if (m->ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* ---------------------------------------------------------------------------------
  * Progress
  * ---------------------------------------------------------------------------------
  */

@@ -100,6 +100,26 @@ typedef struct AggRun
 	int64		ratings_total;	/* rows of recsys.ratings after the run */
 } AggRun;
 
+/*
+ * Ids to slots: ids[] sorted and unique (slot = rank), with a dense table when the
+ * largest id is below AGG_DENSE_MAX_ID, else a binary search.
+ */
+#define AGG_DENSE_MAX_ID	(16 * 1024 * 1024)
+
+typedef struct AggIdMap
+{
+	int64	   *ids;			/* sorted, unique */
+	int64		n;
+	int32	   *dense;			/* ids[k] = id => dense[id] = k, -1 absent */
+	int64		dense_n;
+} AggIdMap;
+
+/* Build the map from n ids (sorted and deduplicated in place; the array is kept). */
+extern void AggIdMapBuild(AggIdMap *m, int64 *ids, int64 n);
+
+/* The slot of id, or -1. */
+extern int64 AggIdMapFind(const AggIdMap *m, int64 id);
+
 /* Register the shared memory of the progress view (when preloaded). */
 extern void AggregateInit(void);
 

@@ -390,17 +390,19 @@ lookup_and_merge(AggRun *run, OutRow **out, int64 *nout)
 		pfree(m);
 		CHECK_FOR_INTERRUPTS();
 	}
+	delete_pairs(rows, nrows, existed);
 	SPI_execute("SET LOCAL enable_hashjoin = on", false, 0);
 	SPI_execute("SET LOCAL enable_mergejoin = on", false, 0);
-
-	delete_pairs(rows, nrows, existed);
 	pfree(existed);
 	run->nchanges = nchanges;
 	*out = rows;
 	*nout = nrows;
 }
 
-/* Delete the stored rows that are about to be written again. */
+/*
+ * Delete the stored rows that are about to be written again, by index probes (the
+ * caller has turned the hash and merge joins off).
+ */
 static void
 delete_pairs(OutRow *rows, int64 n, const bool *existed)
 {
@@ -425,14 +427,10 @@ delete_pairs(OutRow *rows, int64 n, const bool *existed)
 		{
 			values[0] = PointerGetDatum(construct_array(u, k, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 			values[1] = PointerGetDatum(construct_array(m, k, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-			SPI_execute("SET LOCAL enable_hashjoin = off", false, 0);
-			SPI_execute("SET LOCAL enable_mergejoin = off", false, 0);
 			if (SPI_execute_with_args("DELETE FROM recsys.ratings r USING unnest($1, $2) AS k(u, m)"
 									  " WHERE r.user_id = k.u AND r.movie_id = k.m",
 									  2, types, values, NULL, false, 0) != SPI_OK_DELETE)
 				elog(ERROR, "could not delete from recsys.ratings");
-			SPI_execute("SET LOCAL enable_hashjoin = on", false, 0);
-			SPI_execute("SET LOCAL enable_mergejoin = on", false, 0);
 		}
 		pfree(u);
 		pfree(m);

@@ -32,7 +32,6 @@ static void *cur_arg = NULL;
 static StringInfoData cur_buf;
 static int	cur_pos = 0;
 static bool cur_done = false;
-static uint64 cur_rows = 0;
 
 #define UNIX_TO_PG_EPOCH_SECS	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
 
@@ -64,7 +63,6 @@ BulkCopy(const char *schema, const char *table, const char *const *columns,
 	cur_arg = arg;
 	cur_pos = 0;
 	cur_done = false;
-	cur_rows = 0;
 	put_header(&cur_buf);
 	/* an error aborts the transaction; the next call starts afresh */
 	cstate = BeginCopyFrom(pstate, rel, NULL, NULL, false, bulk_source_cb, attnames, options);
@@ -93,9 +91,7 @@ bulk_source_cb(void *outbuf, int minread, int maxread)
 	}
 	while (!cur_done && cur_buf.len < maxread)
 	{
-		if (cur_next(&cur_buf, cur_arg))
-			cur_rows++;
-		else
+		if (!cur_next(&cur_buf, cur_arg))
 		{
 			put_uint16(&cur_buf, (uint16) -1);	/* the trailer */
 			cur_done = true;

@@ -220,7 +220,7 @@ compute_and_write(AggRun *run, Triples *t)
 				n_users = 0;
 	int64		i,
 				k;
-	int32	   *item_of;
+	AggIdMap	items;
 	int64	   *order = NULL;
 	NbInput		in;
 	NbParams	p;
@@ -237,60 +237,34 @@ compute_and_write(AggRun *run, Triples *t)
 	/* item index = rank of the movie id */
 	item_ids = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * Max(t->n, 1));
 	memcpy(item_ids, t->movie, sizeof(int64) * t->n);
+	AggIdMapBuild(&items, item_ids, t->n);
+	n_items = items.n;
+	if (n_items > PG_INT32_MAX - 1)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("too many movies")));
+
+	/* the ratings in (user, movie) order, when the scan did not give them so */
+	if (!t->sorted)
 	{
 		MergePair  *pp = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(MergePair) * Max(t->n, 1));
 		MergePair  *tmp = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(MergePair) * Max(t->n, 1));
 
 		for (i = 0; i < t->n; i++)
-		{
-			pp[i].key = (uint64) item_ids[i] ^ ((uint64) 1 << 63);
-			pp[i].val = 0;
-		}
-		AggKernelCheck(MergeRadixSort(pp, tmp, t->n, AggInterrupt, NULL), "sorting movie ids");
-		for (i = 0; i < t->n; i++)
-		{
-			int64		id = (int64) (pp[i].key ^ ((uint64) 1 << 63));
-
-			if (n_items == 0 || item_ids[n_items - 1] != id)
-				item_ids[n_items++] = id;
-		}
-
-		/* the ratings in (user, movie) order, when the scan did not give them so */
-		if (!t->sorted)
-		{
-			bool		packed = true;
-
-			for (i = 0; i < t->n; i++)
-				if (t->user[i] < 0 || t->user[i] > (int64) PG_UINT32_MAX ||
-					t->movie[i] < 0 || t->movie[i] > (int64) PG_UINT32_MAX)
-					packed = false;
-			if (!packed)
+			if (t->user[i] < 0 || t->user[i] > (int64) PG_UINT32_MAX ||
+				t->movie[i] < 0 || t->movie[i] > (int64) PG_UINT32_MAX)
 				ereport(ERROR,
 						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 						 errmsg("item neighbours need user and movie ids below 2^32")));
-			for (i = 0; i < t->n; i++)
-			{
-				pp[i].key = ((uint64) t->user[i] << 32) | (uint64) t->movie[i];
-				pp[i].val = (uint64) i;
-			}
-			AggKernelCheck(MergeRadixSort(pp, tmp, t->n, AggInterrupt, NULL), "sorting ratings");
-			order = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * Max(t->n, 1));
-			for (i = 0; i < t->n; i++)
-				order[i] = (int64) pp[i].val;
+		for (i = 0; i < t->n; i++)
+		{
+			pp[i].key = ((uint64) t->user[i] << 32) | (uint64) t->movie[i];
+			pp[i].val = (uint64) i;
 		}
+		AggKernelCheck(MergeRadixSort(pp, tmp, t->n, AggInterrupt, NULL), "sorting ratings");
+		order = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * Max(t->n, 1));
+		for (i = 0; i < t->n; i++)
+			order[i] = (int64) pp[i].val;
 		pfree(pp);
 		pfree(tmp);
-	}
-	if (n_items > PG_INT32_MAX - 1)
-		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("too many movies")));
-
-	/* movie id -> item index: a dense table when the ids are small, else a search */
-	item_of = NULL;
-	if (n_items > 0 && item_ids[0] >= 0 && item_ids[n_items - 1] < 16 * 1024 * 1024)
-	{
-		item_of = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * (item_ids[n_items - 1] + 1));
-		for (i = 0; i < n_items; i++)
-			item_of[item_ids[i]] = (int32) i;
 	}
 
 	user_ptr = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int64) * (t->n + 2));
@@ -310,29 +284,7 @@ compute_and_write(AggRun *run, Triples *t)
 			if (t->user[pj] != t->user[j])
 				user_ptr[++n_users] = k;
 		}
-		if (item_of)
-			item = item_of[mid];
-		else
-		{
-			int64		lo = 0,
-						hi = n_items - 1;
-
-			item = 0;
-			while (lo <= hi)
-			{
-				int64		m = lo + (hi - lo) / 2;
-
-				if (item_ids[m] == mid)
-				{
-					item = (int32) m;
-					break;
-				}
-				if (item_ids[m] < mid)
-					lo = m + 1;
-				else
-					hi = m - 1;
-			}
-		}
+		item = (int32) AggIdMapFind(&items, mid);
 		user_items[k] = item;
 		user_ts[k] = t->ts[j];
 		if ((k & 0xfffff) == 0)
@@ -371,7 +323,7 @@ compute_and_write(AggRun *run, Triples *t)
 	AggProgressPhase("item neighbours: writing");
 	if (SPI_execute("DELETE FROM recsys.item_neighbors", false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete from recsys.item_neighbors");
-	gen.item_ids = item_ids;
+	gen.item_ids = items.ids;
 	gen.out = &out;
 	gen.n_items = (int32) n_items;
 	gen.k = p.k;
@@ -388,8 +340,8 @@ compute_and_write(AggRun *run, Triples *t)
 	pfree(out.count);
 	if (order)
 		pfree(order);
-	if (item_of)
-		pfree(item_of);
+	if (items.dense)
+		pfree(items.dense);
 }
 
 /* The next item_neighbors row for COPY. */

@@ -39,23 +39,14 @@
 
 #define MAX_GENRES		256
 #define MAX_MOVIE_GENRES	32	/* genres of one movie that count (MovieLens has at most 10) */
-#define DENSE_MAX_ID	(16 * 1024 * 1024)
 #define USER_CHUNK		50000
 
-/* movie id -> slot: a dense table for small ids, else a sorted array */
-typedef struct IdMap
-{
-	int64	   *ids;			/* sorted, unique */
-	int64		n;
-	int32	   *dense;			/* ids[k] = id => dense[id] = k, -1 absent */
-	int64		dense_n;
-} IdMap;
 
 typedef struct Catalogue
 {
 	char	   *genre[MAX_GENRES];	/* sorted by name */
 	int			ngenres;
-	IdMap		movies;
+	AggIdMap		movies;
 	int32	   *gstart;			/* per movie slot: its genres in glist */
 	int16	   *gcount;
 	int16	   *glist;
@@ -103,15 +94,13 @@ typedef struct MovieStat
 
 typedef struct StatGen
 {
-	IdMap	   *map;
+	AggIdMap	   *map;
 	MovieStat  *s;
 	int64		i;
 	double		global_mean;
 	TimestampTz now;
 } StatGen;
 
-static void idmap_build(IdMap *m, int64 *ids, int64 n);
-static int64 idmap_find(const IdMap *m, int64 id);
 static void load_catalogue(Catalogue *cat);
 static int	genre_index(Catalogue *cat, const char *name, bool add);
 static bool top_before(const TopEntry *a, const TopEntry *b);
@@ -126,76 +115,9 @@ static Datum int8_array(const int64 *v, int n);
 static Catalogue *catalogue = NULL;
 
 /* ---------------------------------------------------------------------------------
- * Ids and the catalogue
+ * The catalogue
  * ---------------------------------------------------------------------------------
  */
-
-/* Build the map from ids (sorted and deduplicated here; the array is kept). */
-static void
-idmap_build(IdMap *m, int64 *ids, int64 n)
-{
-	int64		i,
-				k = 0;
-
-	if (n > 1)
-	{
-		MergePair  *p = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(MergePair) * n);
-		MergePair  *tmp = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(MergePair) * n);
-
-		for (i = 0; i < n; i++)
-		{
-			p[i].key = (uint64) ids[i] ^ ((uint64) 1 << 63);
-			p[i].val = 0;
-		}
-		AggKernelCheck(MergeRadixSort(p, tmp, n, AggInterrupt, NULL), "sorting movie ids");
-		for (i = 0; i < n; i++)
-		{
-			int64		id = (int64) (p[i].key ^ ((uint64) 1 << 63));
-
-			if (k == 0 || ids[k - 1] != id)
-				ids[k++] = id;
-		}
-		pfree(p);
-		pfree(tmp);
-	}
-	else
-		k = n;
-	m->ids = ids;
-	m->n = k;
-	m->dense = NULL;
-	m->dense_n = 0;
-	if (k > 0 && ids[0] >= 0 && ids[k - 1] < DENSE_MAX_ID)
-	{
-		m->dense_n = ids[k - 1] + 1;
-		m->dense = MemoryContextAllocHuge(CurrentMemoryContext, sizeof(int32) * m->dense_n);
-		memset(m->dense, 0xff, sizeof(int32) * m->dense_n);
-		for (i = 0; i < k; i++)
-			m->dense[ids[i]] = (int32) i;
-	}
-}
-
-/* The slot of id, or -1. */
-static int64
-idmap_find(const IdMap *m, int64 id)
-{
-	int64		lo = 0,
-				hi = m->n - 1;
-
-	if (m->dense)
-		return (id >= 0 && id < m->dense_n) ? m->dense[id] : -1;
-	while (lo <= hi)
-	{
-		int64		mid = lo + (hi - lo) / 2;
-
-		if (m->ids[mid] == id)
-			return mid;
-		if (m->ids[mid] < id)
-			lo = mid + 1;
-		else
-			hi = mid - 1;
-	}
-	return -1;
-}
 
 /* The index of a genre name; added (keeping the order by name) when add is set. */
 static int
@@ -281,7 +203,7 @@ load_catalogue(Catalogue *cat)
 		}
 	}
 	/* then each movie's genre indexes, by slot */
-	idmap_build(&cat->movies, ids, (int64) n);
+	AggIdMapBuild(&cat->movies, ids, (int64) n);
 	cat->gstart = palloc0(sizeof(int32) * Max(cat->movies.n, 1));
 	cat->gcount = palloc0(sizeof(int16) * Max(cat->movies.n, 1));
 	for (i = 0; i < n; i++)
@@ -294,7 +216,7 @@ load_catalogue(Catalogue *cat)
 		HeapTuple	t = SPI_tuptable->vals[i];
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(t, SPI_tuptable->tupdesc, 1, &isnull));
-		int64		slot = idmap_find(&cat->movies, id);
+		int64		slot = AggIdMapFind(&cat->movies, id);
 		int			j;
 
 		slots[i] = slot;
@@ -549,7 +471,7 @@ AggUpdateProfiles(AggRun *run)
 	{
 		AggChange  *c = &run->changes[i];
 		Profile    *pr;
-		int64		slot = idmap_find(&cat->movies, c->movie_id);
+		int64		slot = AggIdMapFind(&cat->movies, c->movie_id);
 		int			q;
 		bool		was_top = false;
 
@@ -737,7 +659,7 @@ profile_row(StringInfo buf, void *arg)
 void
 AggUpdateMovieStats(AggRun *run)
 {
-	IdMap		map;
+	AggIdMap		map;
 	int64		nids = 0;
 	int64	   *ids;
 	MovieStat  *s;
@@ -771,7 +693,7 @@ AggUpdateMovieStats(AggRun *run)
 	}
 	for (i = 0; i < run->nchanges; i++)
 		ids[nids++] = run->changes[i].movie_id;
-	idmap_build(&map, ids, nids);
+	AggIdMapBuild(&map, ids, nids);
 	s = MemoryContextAllocHuge(run->cxt, sizeof(MovieStat) * Max(map.n, 1));
 	memset(s, 0, sizeof(MovieStat) * Max(map.n, 1));
 	for (r = 0; r < nstored; r++)
@@ -779,7 +701,7 @@ AggUpdateMovieStats(AggRun *run)
 		HeapTuple	t = stored->vals[r];
 		TupleDesc	d = stored->tupdesc;
 		bool		isnull;
-		int64		k = idmap_find(&map, DatumGetInt64(SPI_getbinval(t, d, 1, &isnull)));
+		int64		k = AggIdMapFind(&map, DatumGetInt64(SPI_getbinval(t, d, 1, &isnull)));
 
 		s[k].n = DatumGetInt32(SPI_getbinval(t, d, 2, &isnull));
 		s[k].halves = DatumGetInt64(SPI_getbinval(t, d, 3, &isnull));
@@ -792,7 +714,7 @@ AggUpdateMovieStats(AggRun *run)
 	for (i = 0; i < run->nchanges; i++)
 	{
 		AggChange  *c = &run->changes[i];
-		MovieStat  *m = &s[idmap_find(&map, c->movie_id)];
+		MovieStat  *m = &s[AggIdMapFind(&map, c->movie_id)];
 
 		if (c->old_halves > 0)
 		{

@@ -394,6 +394,22 @@ llm_interrupt(void *arg)
 	return QueryCancelPending || ProcDiePending;
 }
 
+/* The elements of a bigint[] (palloc'd; a NULL reads as 0); *n their count. */
+static int64 *
+int8_values(ArrayType *a, int *n)
+{
+	Datum	   *e;
+	bool	   *nn;
+	int64	   *v;
+	int			i;
+
+	deconstruct_array(a, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &e, &nn, n);
+	v = palloc(sizeof(int64) * Max(*n, 1));
+	for (i = 0; i < *n; i++)
+		v[i] = DatumGetInt64(e[i]);
+	return v;
+}
+
 /* Read the user's state: the profile version and the ratings since the last aggregate. */
 static void
 load_state(int64 user_id, UserState *st)
@@ -402,10 +418,6 @@ load_state(int64 user_id, UserState *st)
 	HeapTuple	t;
 	TupleDesc	d;
 	bool		isnull;
-	Datum	   *e;
-	bool	   *en;
-	int			ne,
-				i;
 
 	memset(st, 0, sizeof(*st));
 	v[0] = Int64GetDatum(user_id);
@@ -414,12 +426,7 @@ load_state(int64 user_id, UserState *st)
 	t = SPI_tuptable->vals[0];
 	d = SPI_tuptable->tupdesc;
 	st->version = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
-	deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, d, 2, &isnull)), INT8OID, 8, FLOAT8PASSBYVAL,
-					  TYPALIGN_DOUBLE, &e, &en, &ne);
-	st->recent = palloc(sizeof(int64) * Max(ne, 1));
-	for (i = 0; i < ne; i++)
-		st->recent[i] = DatumGetInt64(e[i]);
-	st->nrecent = ne;
+	st->recent = int8_values(DatumGetArrayTypeP(SPI_getbinval(t, d, 2, &isnull)), &st->nrecent);
 }
 
 /* Read what the LLM is told of the user (only on a miss that asks it). */
@@ -655,15 +662,7 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 		deconstruct_array(genres, TEXTOID, -1, false, TYPALIGN_INT, &fgen, &nn, &nfgen);
 	}
 	if (exclude)
-	{
-		Datum	   *e;
-		bool	   *nn;
-
-		deconstruct_array(exclude, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &e, &nn, &nexcl);
-		excl = palloc(sizeof(int64) * Max(nexcl, 1));
-		for (i = 0; i < nexcl; i++)
-			excl[i] = DatumGetInt64(e[i]);
-	}
+		excl = int8_values(exclude, &nexcl);
 	/* without a genre filter only the first n + (movies to skip) entries can count */
 	want = genres ? cl->n : Min(cl->n, n + st->nrecent + nexcl);
 	ids = palloc(sizeof(Datum) * want);
