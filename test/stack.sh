@@ -3,6 +3,8 @@
 #
 #   test/stack.sh up | down | status | env
 #   test/stack.sh stop PART [immediate] | start PART     PART: postgres kafka minio redis llm
+#   test/stack.sh kill PART      SIGKILL by its recorded PID (kafka minio redis llm: a crash;
+#                                PostgreSQL's own crash is `stop postgres immediate`)
 #
 # PostgreSQL 15 (recsys and pg_cron preloaded, a private cluster run by an unprivileged
 # OS user), Kafka (KRaft, single node, topic recsys-events with 3 partitions), MinIO
@@ -368,6 +370,23 @@ stop_part() {
     esac
 }
 
+# kill_part PART: a crash, not a stop: SIGKILL to the PID the part recorded.
+kill_part() {
+    local f pid
+    case "$1" in
+        kafka|minio|redis|llm) ;;
+        *) die "kill takes kafka, minio, redis or llm (PostgreSQL: stop postgres immediate)" ;;
+    esac
+    f=$(pidfile "$1")
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    fi
+    rm -f "$f"
+}
+
 cmd_up() {
     check_installed
     prepare_dir
@@ -429,5 +448,6 @@ case "${1:-}" in
     env) cmd_env ;;
     stop) [ $# -ge 2 ] || die "usage: $0 stop PART [immediate]"; stop_part "$2" "${3:-fast}" ;;
     start) [ $# -ge 2 ] || die "usage: $0 start PART"; check_installed; prepare_dir; start_part "$2" ;;
-    *) echo "usage: $0 up|down|status|env|stop PART [immediate]|start PART" >&2; exit 2 ;;
+    kill) [ $# -ge 2 ] || die "usage: $0 kill PART"; kill_part "$2" ;;
+    *) echo "usage: $0 up|down|status|env|stop PART [immediate]|start PART|kill PART" >&2; exit 2 ;;
 esac
