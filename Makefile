@@ -2,7 +2,7 @@
 # server that preloads recsys (test/stack.sh starts one).
 
 MODULE_big = recsys
-OBJS = src/recsys.o src/guc.o src/secrets.o src/libutil.o src/health.o src/redis.o src/http.o src/llm.o src/kafka.o src/s3.o src/ingest.o src/archiver.o src/archive_store.o src/eventjson.o src/archive_watermarks.o src/csvreader.o src/ingest_event.o src/ingest_worker.o src/outbox.o src/bulkcopy.o src/ratings_merge.o src/aggregate.o src/aggregate_read.o src/aggregate_ratings.o src/profiles.o src/neighbors.o src/neighbors_kernel.o src/schedule.o src/recommend.o src/cache.o src/archive_dedup.o
+OBJS = src/recsys.o src/guc.o src/secrets.o src/libutil.o src/health.o src/redis.o src/http.o src/llm.o src/kafka.o src/s3.o src/ingest.o src/archiver.o src/archive_store.o src/eventjson.o src/archive_watermarks.o src/csvreader.o src/ingest_event.o src/ingest_worker.o src/outbox.o src/bulkcopy.o src/ratings_merge.o src/aggregate.o src/aggregate_read.o src/aggregate_ratings.o src/profiles.o src/neighbors.o src/neighbors_kernel.o src/schedule.o src/recommend.o src/rank.o src/cache.o src/archive_dedup.o
 
 EXTENSION = recsys
 EXTVERSION = $(shell sed -n "s/^default_version = '\\(.*\\)'/\\1/p" recsys.control)

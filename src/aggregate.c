@@ -55,6 +55,7 @@
 
 #include "aggregate.h"
 #include "guc.h"
+#include "rank.h"
 #include "recsys.h"
 
 #define AGG_PROGRESS_SLOTS	8
@@ -674,6 +675,8 @@ do_run(AggRun *run, AggCall *call)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* the ranking's copies of the movie statistics are reloaded once this commits */
+	RankDataChangedAfterCommit();
 
 	/* a second aggregate waits for the first */
 	AggProgressPhase("waiting for another aggregate");

@@ -1,8 +1,9 @@
 /*
  * recommend.c: recsys_recommend(user_id, n, genres, exclude), n movies with a reason.
  *
- * Ranking (the engine), one SQL statement prepared once per backend:
- *   seeds    the user's ratings, recsys.ratings and the not yet aggregated
+ * Ranking (the engine, rank.c: a few index reads and the shared movie statistics
+ * each backend keeps in memory):
+ *   seeds    the user's ratings (the latest of each movie), recsys.ratings and the not yet aggregated
  *            recsys.recent_ratings, the recsys.recommend_seeds most recent (so a very
  *            heavy user costs as much as a moderate one);
  *   weight   w_s = (r_s - recsys.recommend_neutral) * 0.5^(age_s / half-life), age_s
@@ -45,6 +46,7 @@
 #include "cache.h"
 #include "guc.h"
 #include "llm.h"
+#include "rank.h"
 #include "recommend.h"
 
 int			recsys_recommend_seeds = 20;
@@ -56,18 +58,13 @@ double		recsys_recommend_popularity_weight = 0.6;
 #define DEEP_LIST		100		/* the engine's list, cut to n after filtering */
 #define LLM_CANDIDATES	20		/* the engine's best, sent to the LLM */
 #define LLM_PICKS		10		/* picks asked of it */
-#define POPULAR_POOL	200		/* popular candidates */
-#define GENRE_POOL		50		/* candidates per favourite genre */
 
 PG_FUNCTION_INFO_V1(recsys_recommend);
 PG_FUNCTION_INFO_V1(recsys_llm_status);
 PG_FUNCTION_INFO_V1(recsys_forget_cache);
 
-static SPIPlanPtr rank_plan = NULL;
-static SPIPlanPtr fill_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
 static SPIPlanPtr taste_plan = NULL;
-static SPIPlanPtr movies_plan = NULL;
 
 /*
  * The user's state for the cache and the LLM: profile version (0: none), movies rated
@@ -88,193 +85,75 @@ static const char *const TASTE_SQL =
 "             JOIN recsys.movies m ON m.movie_id = t.id ORDER BY t.i)"
 "  FROM (SELECT 1) one LEFT JOIN recsys.user_profiles p ON p.user_id = $1";
 
-/* titles and genres of a list's movies */
-static const char *const MOVIES_SQL =
-"SELECT m.movie_id, m.title, m.genres FROM recsys.movies m WHERE m.movie_id = ANY ($1)";
-
-/*
- * When the ranked candidates run short (a small catalogue, narrow filters): movies no
- * one has rated yet, in id order.  $1 user, $2 genres, $3 exclude, $4 already listed,
- * $5 how many.  Same columns as RANK_SQL.
- */
-static const char *const FILL_SQL =
-"SELECT m.movie_id, m.title, m.genres, 0::float8, NULL::float8, NULL::bigint, NULL::float8,"
-"       NULL::text, NULL::int, NULL::text, NULL::float8, NULL::int, m.year"
-"  FROM recsys.movies m"
-" WHERE NOT EXISTS (SELECT 1 FROM recsys.movie_stats s WHERE s.movie_id = m.movie_id)"
-"   AND NOT EXISTS (SELECT 1 FROM recsys.ratings r WHERE r.user_id = $1 AND r.movie_id = m.movie_id)"
-"   AND NOT EXISTS (SELECT 1 FROM recsys.recent_ratings r WHERE r.user_id = $1 AND r.movie_id = m.movie_id)"
-"   AND ($2::text[] IS NULL OR m.genres && $2)"
-"   AND ($3::bigint[] IS NULL OR m.movie_id <> ALL ($3))"
-"   AND m.movie_id <> ALL ($4)"
-" ORDER BY m.movie_id LIMIT $5";
-
-/*
- * $1 user, $2 seeds, $3 neutral, $4 half-life (days), $5 genre weight, $6 popularity
- * weight, $7 limit, $8 genres filter (NULL: none), $9 exclude (NULL: none)
- */
-static const char *const RANK_SQL =
-"WITH rated AS ("
-"  SELECT r.movie_id, r.rating::float8 AS rating, r.rated_at FROM recsys.ratings r WHERE r.user_id = $1"
-"  UNION ALL"
-"  SELECT r.movie_id, r.rating::float8, r.rated_at FROM recsys.recent_ratings r WHERE r.user_id = $1),"
-" latest AS (SELECT max(rated_at) AS t FROM rated),"
-" seeds AS ("
-"  SELECT r.movie_id, r.rating,"
-"         (r.rating - $3) * power(0.5, extract(epoch FROM (l.t - r.rated_at))::float8 / ($4 * 86400.0)) AS w"
-"    FROM rated r, latest l ORDER BY r.rated_at DESC, r.movie_id LIMIT $2),"
-" nb AS ("
-"  SELECT n.neighbor_id AS movie_id, sum(s.w * n.similarity) AS score,"
-"         (array_agg(s.movie_id ORDER BY s.w * n.similarity DESC, s.movie_id))[1] AS why,"
-"         (array_agg(s.rating ORDER BY s.w * n.similarity DESC, s.movie_id))[1] AS why_rating,"
-"         max(s.w * n.similarity) AS best"
-"    FROM seeds s CROSS JOIN LATERAL (SELECT nn.neighbor_id, nn.similarity FROM recsys.item_neighbors nn"
-"                                      WHERE nn.movie_id = s.movie_id) n"
-"   GROUP BY n.neighbor_id),"
-" fav AS ("
-"  SELECT f.genre, f.gscore FROM recsys.user_profiles p,"
-"         unnest(p.favorite_genres, p.favorite_scores) AS f(genre, gscore) WHERE p.user_id = $1),"
-" gen AS ("
-"  SELECT g.movie_id, max(f.gscore * (g.bayes_avg - 2.5)) AS score,"
-"         (array_agg(f.genre ORDER BY f.gscore * (g.bayes_avg - 2.5) DESC, f.genre))[1] AS genre"
-"    FROM fav f JOIN recsys.genre_top g ON g.genre = f.genre AND g.rank <= " CppAsString2(GENRE_POOL)
-"   GROUP BY g.movie_id),"
-" top AS (SELECT max(n_ratings) AS n FROM recsys.movie_stats),"
-" cand AS ("
-"  SELECT movie_id FROM nb UNION SELECT movie_id FROM gen"
-"  UNION (SELECT s.movie_id FROM recsys.movie_stats s ORDER BY s.n_ratings DESC, s.movie_id"
-"         LIMIT " CppAsString2(POPULAR_POOL) " + coalesce(cardinality($9::bigint[]), 0))"
-"  UNION SELECT g.movie_id FROM recsys.genre_top g WHERE g.genre = ANY ($8::text[])),"
-" scored AS ("
-"  SELECT c.movie_id, coalesce(nb.score, 0) + $5 * coalesce(gen.score, 0)"
-"           + $6 * coalesce(ln(1 + ms.n_ratings) / nullif(ln(1 + top.n), 0) * ms.bayes_avg / 5, 0) AS score,"
-"         nb.best, nb.why, nb.why_rating, gen.genre, ms.mean_rating, ms.n_ratings"
-"    FROM cand c CROSS JOIN top"
-"    LEFT JOIN nb ON nb.movie_id = c.movie_id"
-"    LEFT JOIN gen ON gen.movie_id = c.movie_id"
-"    LEFT JOIN LATERAL (SELECT s.n_ratings, s.bayes_avg, s.mean_rating FROM recsys.movie_stats s"
-"                        WHERE s.movie_id = c.movie_id) ms ON true"
-"   WHERE NOT EXISTS (SELECT 1 FROM rated r WHERE r.movie_id = c.movie_id)"
-"     AND ($9::bigint[] IS NULL OR c.movie_id <> ALL ($9))"
-"     AND ($8::text[] IS NULL OR EXISTS (SELECT 1 FROM recsys.movies mm"
-"                                        WHERE mm.movie_id = c.movie_id AND mm.genres && $8))"
-"   ORDER BY 2 DESC, c.movie_id LIMIT $7)"
-" SELECT s.movie_id, m.title, m.genres, s.score, s.best, s.why, s.why_rating, wm.title, wm.year,"
-"        s.genre, s.mean_rating, s.n_ratings, m.year"
-"   FROM scored s"
-"   CROSS JOIN LATERAL (SELECT mv.title, mv.genres, mv.year FROM recsys.movies mv WHERE mv.movie_id = s.movie_id) m"
-"   LEFT JOIN LATERAL (SELECT mw.title, mw.year FROM recsys.movies mw WHERE mw.movie_id = s.why) wm ON true"
-"  ORDER BY s.score DESC, s.movie_id";
-
 static void prepare_plan(void);
-static void emit_rows(ReturnSetInfo *rsinfo, SPITupleTable *tab, uint64 n, int first_rank);
-static char *format_reason(HeapTuple tup, TupleDesc desc, double gweight);
+static void emit_rows(ReturnSetInfo *rsinfo, const RankedMovie *rows, int n);
+static char *format_reason(const RankedMovie *r, double gweight);
 
-/* Prepare the ranking statement once per backend. */
+/* Prepare the user's statements once per backend. */
 static void
 prepare_plan(void)
 {
-	Oid			types[9] = {INT8OID, INT4OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID,
-	INT4OID, TEXTARRAYOID, INT8ARRAYOID};
-	SPIPlanPtr	p;
+	Oid			stypes[1] = {INT8OID};
 
-	if (rank_plan)
+	if (taste_plan)
 		return;
-	{
-		Oid			ftypes[5] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID};
-
-		fill_plan = SPI_prepare(FILL_SQL, 5, ftypes);
-		if (fill_plan == NULL || SPI_keepplan(fill_plan) != 0)
-			elog(ERROR, "could not prepare the fill statement");
-	}
-	{
-		Oid			stypes[1] = {INT8OID};
-		Oid			mtypes[1] = {INT8ARRAYOID};
-
-		state_plan = SPI_prepare(STATE_SQL, 1, stypes);
-		if (state_plan == NULL || SPI_keepplan(state_plan) != 0)
-			elog(ERROR, "could not prepare the state statement");
-		taste_plan = SPI_prepare(TASTE_SQL, 1, stypes);
-		if (taste_plan == NULL || SPI_keepplan(taste_plan) != 0)
-			elog(ERROR, "could not prepare the taste statement");
-		movies_plan = SPI_prepare(MOVIES_SQL, 1, mtypes);
-		if (movies_plan == NULL || SPI_keepplan(movies_plan) != 0)
-			elog(ERROR, "could not prepare the movies statement");
-	}
-	p = SPI_prepare(RANK_SQL, 9, types);
-	if (p == NULL)
-		elog(ERROR, "could not prepare the ranking statement: %s", SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(p) != 0)
-		elog(ERROR, "could not keep the ranking statement");
-	rank_plan = p;
+	state_plan = SPI_prepare(STATE_SQL, 1, stypes);
+	if (state_plan == NULL || SPI_keepplan(state_plan) != 0)
+		elog(ERROR, "could not prepare the state statement");
+	taste_plan = SPI_prepare(TASTE_SQL, 1, stypes);
+	if (taste_plan == NULL || SPI_keepplan(taste_plan) != 0)
+		elog(ERROR, "could not prepare the taste statement");
 }
 
 /* The reason of one ranked row, in words. */
 static char *
-format_reason(HeapTuple tup, TupleDesc desc, double gweight)
+format_reason(const RankedMovie *r, double gweight)
 {
-	bool		isnull;
-	bool		best_null,
-				genre_null;
-	double		best = 0;
-	Datum		d;
-
-	d = SPI_getbinval(tup, desc, 5, &best_null);
-	if (!best_null)
-		best = DatumGetFloat8(d);
-	(void) SPI_getbinval(tup, desc, 10, &genre_null);
-	if (!best_null && best > 0)
+	if (r->has_best && r->best > 0)
 	{
-		double		r = DatumGetFloat8(SPI_getbinval(tup, desc, 7, &isnull));
-		char	   *title = SPI_getvalue(tup, desc, 8);
-		char	   *year = SPI_getvalue(tup, desc, 9);
 		char		rbuf[16];
+		char		ybuf[16];
 
-		if (r == floor(r))
-			snprintf(rbuf, sizeof(rbuf), "%.0f", r);
+		if (r->why_rating == floor(r->why_rating))
+			snprintf(rbuf, sizeof(rbuf), "%.0f", r->why_rating);
 		else
-			snprintf(rbuf, sizeof(rbuf), "%.1f", r);
+			snprintf(rbuf, sizeof(rbuf), "%.1f", r->why_rating);
+		if (r->why_title == NULL)
+			return psprintf("Because you rated a movie %s/5", rbuf);
+		snprintf(ybuf, sizeof(ybuf), "%d", r->why_year);
 		/* the title already ends in its year when the catalogue kept it there */
-		if (year && title && strstr(title, year) == NULL)
-			return psprintf("Because you rated %s (%s) %s/5", title, year, rbuf);
-		return psprintf("Because you rated %s %s/5", title ? title : "a movie", rbuf);
+		if (r->why_year != 0 && strstr(r->why_title, ybuf) == NULL)
+			return psprintf("Because you rated %s (%s) %s/5", r->why_title, ybuf, rbuf);
+		return psprintf("Because you rated %s %s/5", r->why_title, rbuf);
 	}
-	if (!genre_null && gweight > 0)
-		return psprintf("Top rated in %s, one of your favourite genres", SPI_getvalue(tup, desc, 10));
-	d = SPI_getbinval(tup, desc, 11, &isnull);
-	if (!isnull)
-	{
-		double		avg = DatumGetFloat8(d);
-		int32		n = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
-
-		return psprintf("Popular and highly rated: %.1f average from %d rating%s", avg, n, n == 1 ? "" : "s");
-	}
+	if (r->genre != NULL && gweight > 0)
+		return psprintf("Top rated in %s, one of your favourite genres", r->genre);
+	if (r->has_stats)
+		return psprintf("Popular and highly rated: %.1f average from %d rating%s",
+						r->mean_rating, r->n_ratings, r->n_ratings == 1 ? "" : "s");
 	return pstrdup("New in the catalogue: nobody has rated it yet");
 }
 
-/* Return ranked rows (columns of RANK_SQL) as result rows, ranks from first_rank + 1. */
+/* Return ranked rows as result rows, ranks from 1. */
 static void
-emit_rows(ReturnSetInfo *rsinfo, SPITupleTable *tab, uint64 n, int first_rank)
+emit_rows(ReturnSetInfo *rsinfo, const RankedMovie *rows, int n)
 {
-	uint64		i;
+	int			i;
 
 	for (i = 0; i < n; i++)
 	{
-		HeapTuple	t = tab->vals[i];
-		TupleDesc	d = tab->tupdesc;
+		const RankedMovie *r = &rows[i];
 		Datum		out[7];
 		bool		onull[7] = {0};
-		bool		isnull;
 		MemoryContext old;
-		char	   *reason = format_reason(t, d, recsys_recommend_genre_weight);
-		char	   *title = SPI_getvalue(t, d, 2);
+		char	   *reason = format_reason(r, recsys_recommend_genre_weight);
 
 		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-		out[0] = Int32GetDatum(first_rank + (int32) i + 1);
-		out[1] = SPI_getbinval(t, d, 1, &isnull);
-		out[2] = CStringGetTextDatum(title ? title : "");
-		out[3] = datumCopy(SPI_getbinval(t, d, 3, &isnull), false, -1);
-		out[4] = SPI_getbinval(t, d, 4, &isnull);
+		out[0] = Int32GetDatum(i + 1);
+		out[1] = Int64GetDatum(r->movie_id);
+		out[2] = CStringGetTextDatum(r->title);
+		out[3] = datumCopy(r->genres, false, -1);
+		out[4] = Float8GetDatum(r->score);
 		out[5] = CStringGetTextDatum(reason);
 		out[6] = CStringGetTextDatum("engine");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, onull);
@@ -491,19 +370,6 @@ genres_string(Datum arr)
 	return buf.data;
 }
 
-/* The ranking statement's parameters $1 .. $7 (the filters $8, $9 are the caller's). */
-static void
-bind_rank(Datum *values, int64 user_id, int32 limit)
-{
-	values[0] = Int64GetDatum(user_id);
-	values[1] = Int32GetDatum(recsys_recommend_seeds);
-	values[2] = Float8GetDatum(recsys_recommend_neutral);
-	values[3] = Float8GetDatum(recsys_recommend_half_life > 0 ? recsys_recommend_half_life : 1e9);
-	values[4] = Float8GetDatum(recsys_recommend_genre_weight);
-	values[5] = Float8GetDatum(recsys_recommend_popularity_weight);
-	values[6] = Int32GetDatum(limit);
-}
-
 /* Is id among the n ids? */
 static bool
 id_in(const int64 *ids, int n, int64 id)
@@ -523,25 +389,19 @@ id_in(const int64 *ids, int n, int64 id)
 static void
 deep_list(int64 user_id, UserState *st, CacheList *out)
 {
-	Datum		values[9];
-	char		nulls[9] = "       nn";
-	uint64		i,
-				nrows;
-	SPITupleTable *tab;
+	RankedMovie *rows;
+	int			nrows,
+				i;
 	int			k = 0;
 
-	bind_rank(values, user_id, DEEP_LIST);
-	if (SPI_execute_plan(rank_plan, values, nulls, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not rank movies for user %lld", (long long) user_id);
-	tab = SPI_tuptable;
-	nrows = SPI_processed;
+	nrows = RankMovies(user_id, DEEP_LIST, NULL, NULL, false, &rows);
 	out->version = st->version;
 	out->entries = palloc0(sizeof(CacheEntry) * Max(nrows, 1));
 	out->n = 0;
 
 	if (RecsysLlmConfigured() && nrows > 0)
 	{
-		int			ncand = (int) Min(nrows, (uint64) LLM_CANDIDATES);
+		int			ncand = Min(nrows, LLM_CANDIDATES);
 		LlmMovie   *cand = palloc0(sizeof(LlmMovie) * ncand);
 		LlmRequest	req;
 		LlmResult	res;
@@ -552,17 +412,13 @@ deep_list(int64 user_id, UserState *st, CacheList *out)
 		/* (the ranked rows stay valid: SPI frees a result only at SPI_finish) */
 		load_taste(user_id, st);
 
-		for (i = 0; i < (uint64) ncand; i++)
+		for (i = 0; i < ncand; i++)
 		{
-			bool		isnull;
-			Datum		g = SPI_getbinval(tab->vals[i], tab->tupdesc, 3, &isnull);
-			Datum		y = SPI_getbinval(tab->vals[i], tab->tupdesc, 13, &isnull);
-
-			cand[i].movie_id = DatumGetInt64(SPI_getbinval(tab->vals[i], tab->tupdesc, 1, &isnull));
-			cand[i].title = SPI_getvalue(tab->vals[i], tab->tupdesc, 2);
-			cand[i].year = isnull ? 0 : DatumGetInt32(y);
-			cand[i].genres = genres_string(g);
-			cand[i].score = DatumGetFloat8(SPI_getbinval(tab->vals[i], tab->tupdesc, 4, &isnull));
+			cand[i].movie_id = rows[i].movie_id;
+			cand[i].title = rows[i].title;
+			cand[i].year = rows[i].year;
+			cand[i].genres = genres_string(rows[i].genres);
+			cand[i].score = rows[i].score;
 		}
 		memset(&req, 0, sizeof(req));
 		req.endpoint = recsys_llm_endpoint;
@@ -599,7 +455,7 @@ deep_list(int64 user_id, UserState *st, CacheList *out)
 				CacheEntry *e = &out->entries[out->n++];
 
 				e->movie_id = res.picks[k].movie_id;
-				for (i = 0; i < (uint64) ncand; i++)
+				for (i = 0; i < ncand; i++)
 					if (cand[i].movie_id == e->movie_id)
 						e->score = cand[i].score;
 				e->source = 'l';
@@ -614,8 +470,7 @@ deep_list(int64 user_id, UserState *st, CacheList *out)
 	}
 	for (i = 0; i < nrows; i++)
 	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(tab->vals[i], tab->tupdesc, 1, &isnull));
+		int64		id = rows[i].movie_id;
 		int			j;
 		bool		picked = false;
 
@@ -625,9 +480,9 @@ deep_list(int64 user_id, UserState *st, CacheList *out)
 		if (picked)
 			continue;
 		out->entries[out->n].movie_id = id;
-		out->entries[out->n].score = DatumGetFloat8(SPI_getbinval(tab->vals[i], tab->tupdesc, 4, &isnull));
+		out->entries[out->n].score = rows[i].score;
 		out->entries[out->n].source = 'e';
-		out->entries[out->n].reason = format_reason(tab->vals[i], tab->tupdesc, recsys_recommend_genre_weight);
+		out->entries[out->n].reason = format_reason(&rows[i], recsys_recommend_genre_weight);
 		out->n++;
 	}
 }
@@ -640,13 +495,11 @@ static bool
 serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 		   ArrayType *exclude, const UserState *st, bool from_cache)
 {
-	Datum	   *ids;
-	Datum		v[1];
-	uint64		r;
+	int64	   *ids;
+	MovieInfo  *info;
 	int			i,
 				got = 0;
 	int		   *pick;
-	HeapTuple  *rowof;
 	Datum	   *fgen = NULL;
 	int			nfgen = 0;
 	int64	   *excl = NULL;
@@ -665,33 +518,21 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 		excl = int8_values(exclude, &nexcl);
 	/* without a genre filter only the first n + (movies to skip) entries can count */
 	want = genres ? cl->n : Min(cl->n, n + st->nrecent + nexcl);
-	ids = palloc(sizeof(Datum) * want);
+	ids = palloc(sizeof(int64) * want);
+	info = palloc(sizeof(MovieInfo) * want);
 	for (i = 0; i < want; i++)
-		ids[i] = Int64GetDatum(cl->entries[i].movie_id);
-	v[0] = PointerGetDatum(construct_array(ids, want, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	if (SPI_execute_plan(movies_plan, v, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the movies of a list");
-	rowof = palloc0(sizeof(HeapTuple) * cl->n);
-	for (r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
-
-		for (i = 0; i < want; i++)
-			if (cl->entries[i].movie_id == id)
-				rowof[i] = SPI_tuptable->vals[r];
-	}
+		ids[i] = cl->entries[i].movie_id;
+	RankMovieInfo(ids, want, info);
 	pick = palloc(sizeof(int) * n);
 	for (i = 0; i < want && got < n; i++)
 	{
 		const CacheEntry *e = &cl->entries[i];
 
-		if (rowof[i] == NULL || id_in(st->recent, st->nrecent, e->movie_id) ||
+		if (!info[i].found || id_in(st->recent, st->nrecent, e->movie_id) ||
 			(excl && id_in(excl, nexcl, e->movie_id)))
 			continue;
 		if (genres)
 		{
-			bool		isnull;
 			Datum	   *mg;
 			bool	   *nn;
 			int			nmg,
@@ -699,7 +540,7 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 						b;
 			bool		match = false;
 
-			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(rowof[i], SPI_tuptable->tupdesc, 3, &isnull)),
+			deconstruct_array(DatumGetArrayTypeP(info[i].genres),
 							  TEXTOID, -1, false, TYPALIGN_INT, &mg, &nn, &nmg);
 			for (a = 0; a < nmg && !match; a++)
 				for (b = 0; b < nfgen && !match; b++)
@@ -715,18 +556,16 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 	for (i = 0; i < got; i++)
 	{
 		const CacheEntry *e = &cl->entries[pick[i]];
-		HeapTuple	t = rowof[pick[i]];
+		const MovieInfo *m = &info[pick[i]];
 		Datum		out[7];
 		bool		onull[7] = {0};
-		bool		isnull;
 		MemoryContext old;
-		char	   *title = SPI_getvalue(t, SPI_tuptable->tupdesc, 2);
 
 		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 		out[0] = Int32GetDatum(i + 1);
 		out[1] = Int64GetDatum(e->movie_id);
-		out[2] = CStringGetTextDatum(title ? title : "");
-		out[3] = datumCopy(SPI_getbinval(t, SPI_tuptable->tupdesc, 3, &isnull), false, -1);
+		out[2] = CStringGetTextDatum(m->title);
+		out[3] = datumCopy(m->genres, false, -1);
 		out[4] = Float8GetDatum(e->score);
 		out[5] = CStringGetTextDatum(e->reason ? e->reason : "");
 		out[6] = CStringGetTextDatum(from_cache ? "cache" : (e->source == 'l' ? "llm" : "engine"));
@@ -744,6 +583,8 @@ recsys_forget_cache(PG_FUNCTION_ARGS)
 
 	if (CacheEnabled())
 		CacheInvalidateAfterCommit(&user_id, 1);
+	/* recsys_forget changed the movie statistics too */
+	RankDataChangedAfterCommit();
 	PG_RETURN_VOID();
 }
 
@@ -754,10 +595,6 @@ recsys_recommend(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int64		user_id;
 	int32		n;
-	Datum		values[9];
-	char		nulls[9] = "         ";
-	uint64		i,
-				got;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -808,43 +645,13 @@ recsys_recommend(PG_FUNCTION_ARGS)
 		}
 	}
 
-	bind_rank(values, user_id, n);
-	if (PG_ARGISNULL(2))
-		nulls[7] = 'n';
-	else
-		values[7] = PG_GETARG_DATUM(2);
-	if (PG_ARGISNULL(3))
-		nulls[8] = 'n';
-	else
-		values[8] = PG_GETARG_DATUM(3);
-	if (SPI_execute_plan(rank_plan, values, nulls, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not rank movies for user %lld", (long long) user_id);
-
-	emit_rows(rsinfo, SPI_tuptable, SPI_processed, 0);
-	got = SPI_processed;
-	if (got < (uint64) n)
 	{
-		Datum		fv[5];
-		char		fn[5] = "     ";
-		Datum	   *listed = palloc(sizeof(Datum) * Max(got, 1));
-		SPITupleTable *ranked = SPI_tuptable;
+		RankedMovie *rows;
+		int			got = RankMovies(user_id, n,
+									 PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2),
+									 PG_ARGISNULL(3) ? NULL : PG_GETARG_ARRAYTYPE_P(3), true, &rows);
 
-		for (i = 0; i < got; i++)
-		{
-			bool		isnull;
-
-			listed[i] = SPI_getbinval(ranked->vals[i], ranked->tupdesc, 1, &isnull);
-		}
-		fv[0] = values[0];
-		fv[1] = values[7];
-		fn[1] = nulls[7];
-		fv[2] = values[8];
-		fn[2] = nulls[8];
-		fv[3] = PointerGetDatum(construct_array(listed, (int) got, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		fv[4] = Int32GetDatum(n - (int32) got);
-		if (SPI_execute_plan(fill_plan, fv, fn, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not complete the list for user %lld", (long long) user_id);
-		emit_rows(rsinfo, SPI_tuptable, SPI_processed, (int) got);
+		emit_rows(rsinfo, rows, got);
 	}
 	SPI_finish();
 	return (Datum) 0;

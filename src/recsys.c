@@ -21,6 +21,7 @@
 #include "cache.h"
 #include "guc.h"
 #include "ingest.h"
+#include "rank.h"
 #include "recommend.h"
 #include "recsys.h"
 
@@ -41,6 +42,7 @@ _PG_init(void)
 	AggregateInit();
 	CacheInit();
 	RecommendInit();
+	RankInit();
 }
 
 /* Raise an error when a function that needs the workers runs without preloading. */

@@ -37,7 +37,19 @@ is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_reco
     "a movie rated with recsys_rate a moment ago is excluded at once"
 is "$(psql_val "SELECT count(*) FROM recsys.recent_ratings WHERE user_id = 5")" 1 "it waits in recsys.recent_ratings"
 psql_val "SELECT recsys_archive_sync('30 s')" >/dev/null
-aggregate "${NB[@]}" >/dev/null
+# one backend keeps the movie statistics between calls: an unknown user's list (made of
+# them alone) before this aggregate, after it in the same session, and in a new session
+COLD="SELECT string_agg(movie_id || '=' || round(score::numeric, 4), ' ' ORDER BY rank) FROM recsys_recommend(999, 4)"
+cold_before=$(psql -X -qtA -c "SET recsys.redis_url = ''" -c "SET recsys.llm_endpoint = ''" -c "SET recsys.recommend_popularity_weight = 1" -c "$COLD")
+kept=$(psql -X -qtA -c "SET recsys.redis_url = ''" -c "SET recsys.llm_endpoint = ''" -c "SET recsys.recommend_popularity_weight = 1" -c "$COLD" \
+    -c "SET recsys.neighbors_alpha = 0" -c "SET recsys.neighbors_beta = 0.5" -c "SET recsys.neighbors_shrink = 0" \
+    -c "SET recsys.neighbors_min_common = 1" -c "SET recsys.neighbors_refresh = 0" \
+    -c "SELECT events FROM recsys_aggregate()" -c "$COLD" 2>&1)
+cold_after=$(psql -X -qtA -c "SET recsys.redis_url = ''" -c "SET recsys.llm_endpoint = ''" -c "SET recsys.recommend_popularity_weight = 1" -c "$COLD")
+is "$(sed -n 1p <<<"$kept")" "$cold_before" "one session: its first list is a new session's"
+ok "$([ "$cold_before" != "$cold_after" ]; echo $?)" "the aggregate changed them (Grumpier Old Men gains a rating): $cold_before -> $cold_after"
+is "$(sed -n 3p <<<"$kept")" "$cold_after" "the same session sees them at once after the worker's aggregate commits"
+is "$(sed -n 2p <<<"$kept")" 1 "(that aggregate took the fresh rating)"
 is "$(psql_val "SELECT count(*) FROM recsys.recent_ratings WHERE user_id = 5") $(psql_val "SELECT rating FROM recsys.ratings WHERE user_id = 5 AND movie_id = 3")" \
     "0 4.0" "the aggregate that includes it moves it to recsys.ratings"
 is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(5, 3)")" "11 2 29" \
@@ -71,7 +83,13 @@ like "$(psql_err "SELECT * FROM recsys_recommend(NULL)")" "user_id must not be n
 
 # forgetting a user: gone at once, and neither a later run nor a rebuild brings them back
 before_m1=$(psql_val "SELECT n_ratings FROM recsys.movie_stats WHERE movie_id = 1")
-is "$(psql_val "SELECT recsys_forget(3)")" 3 "recsys_forget removes user 3's 3 ratings"
+C=(-c "SET recsys.redis_url = ''" -c "SET recsys.llm_endpoint = ''" -c "SET recsys.recommend_popularity_weight = 1")
+kept=$(psql -X -qtA "${C[@]}" -c "$COLD" -c "BEGIN" -c "SELECT recsys_forget(3)" -c "$COLD" -c "COMMIT" -c "$COLD" 2>&1)
+is "$(sed -n 2p <<<"$kept")" 3 "recsys_forget removes user 3's 3 ratings"
+cold_forgot=$(psql -X -qtA "${C[@]}" -c "$COLD")
+ok "$([ "$(sed -n 1p <<<"$kept")" != "$cold_forgot" ]; echo $?)" "that changed the movie statistics: $(sed -n 1p <<<"$kept") -> $cold_forgot"
+is "$(sed -n 3p <<<"$kept")" "$cold_forgot" "the session that forgets sees its own change before it commits"
+is "$(sed -n 4p <<<"$kept")" "$cold_forgot" "and after"
 is "$(psql_val "SELECT (SELECT count(*) FROM recsys.ratings WHERE user_id = 3) || ' ' || (SELECT count(*) FROM recsys.user_profiles WHERE user_id = 3)")" \
     "0 0" "their ratings and profile are gone"
 is "$(psql_val "SELECT n_ratings FROM recsys.movie_stats WHERE movie_id = 1")" "$((before_m1 - 1))" "and Toy Story's statistics lost their rating"

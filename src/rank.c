@@ -1,0 +1,969 @@
+/*
+ * rank.c: the engine's ranking of recsys_recommend, in C over a few index reads.
+ *
+ * One call reads, through statements prepared once per backend:
+ *   - the user's ratings (recsys.ratings and the not yet aggregated
+ *     recsys.recent_ratings: one index range each), which give the seeds (the
+ *     recsys.recommend_seeds most recent, so a very heavy user costs as much as a
+ *     moderate one) and the movies never to return;
+ *   - the user's favourite genres and their scores (recsys.user_profiles);
+ *   - the item neighbours of the seeds (recsys.item_neighbors: one index range a seed).
+ * Everything else it needs is the same for every user and changes only when an
+ * aggregate commits (or recsys_forget): each movie's count, mean and Bayesian average
+ * (recsys.movie_stats), their order by popularity and the best of each genre
+ * (recsys.genre_top). Each backend keeps those in memory (about 32 bytes a rated movie)
+ * under a generation number in shared memory that such a commit bumps
+ * (RankDataChangedAfterCommit), and reloads them when the number, or the table itself
+ * (a recreated extension), changed. Inside a transaction that changed them, or one
+ * with a transaction snapshot (repeatable read, serializable), they are read afresh
+ * for the call, so a call always sees what its snapshot sees.
+ *
+ * Candidates are scored in a hash table (the formula is in recommend.c's header),
+ * sorted, and then walked best first: the catalogue rows are read for a batch at a
+ * time, so a movie missing from the catalogue or outside a genre filter is skipped
+ * before the list is cut, and n rows come back when the catalogue allows. Movies no
+ * one has rated complete a list that runs short.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "rank.h"
+#include "recommend.h"
+
+#define POPULAR_POOL	200		/* popular candidates */
+#define GENRE_POOL		50		/* candidates per favourite genre */
+
+/* ---------------------------------------------------------------------------------
+ * Statements
+ * ---------------------------------------------------------------------------------
+ */
+static const char *const RATED_SQL =
+"SELECT r.movie_id, r.rating::float8, r.rated_at, false FROM recsys.ratings r WHERE r.user_id = $1"
+" UNION ALL "
+"SELECT r.movie_id, r.rating::float8, r.rated_at, true FROM recsys.recent_ratings r WHERE r.user_id = $1";
+
+static const char *const PROFILE_SQL =
+"SELECT p.favorite_genres, p.favorite_scores FROM recsys.user_profiles p WHERE p.user_id = $1";
+
+static const char *const NEIGHBORS_SQL =
+"SELECT n.movie_id, n.neighbor_id, n.similarity FROM recsys.item_neighbors n"
+" WHERE n.movie_id = ANY ($1) ORDER BY n.movie_id, n.rank";
+
+static const char *const STATS_SQL =
+"SELECT s.movie_id, s.n_ratings, s.bayes_avg, s.mean_rating FROM recsys.movie_stats s ORDER BY s.movie_id";
+
+static const char *const GENRE_TOP_SQL =
+"SELECT g.genre, g.rank, g.movie_id, g.bayes_avg FROM recsys.genre_top g ORDER BY g.genre COLLATE \"C\", g.rank";
+
+static const char *const MOVIES_SQL =
+"SELECT m.movie_id, m.title, m.genres, m.year FROM recsys.movies m WHERE m.movie_id = ANY ($1)";
+
+/* Movies no one has rated, in id order: $1 user, $2 genres, $3 exclude, $4 listed, $5 how many. */
+static const char *const FILL_SQL =
+"SELECT m.movie_id, m.title, m.genres, m.year FROM recsys.movies m"
+" WHERE NOT EXISTS (SELECT 1 FROM recsys.movie_stats s WHERE s.movie_id = m.movie_id)"
+"   AND NOT EXISTS (SELECT 1 FROM recsys.ratings r WHERE r.user_id = $1 AND r.movie_id = m.movie_id)"
+"   AND NOT EXISTS (SELECT 1 FROM recsys.recent_ratings r WHERE r.user_id = $1 AND r.movie_id = m.movie_id)"
+"   AND ($2::text[] IS NULL OR m.genres && $2)"
+"   AND ($3::bigint[] IS NULL OR m.movie_id <> ALL ($3))"
+"   AND m.movie_id <> ALL ($4)"
+" ORDER BY m.movie_id LIMIT $5";
+
+static SPIPlanPtr rated_plan,
+			profile_plan,
+			neighbors_plan,
+			stats_plan,
+			genre_top_plan,
+			movies_plan,
+			fill_plan;
+
+/* Prepare one statement for the life of the backend. */
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+
+	if (p == NULL || SPI_keepplan(p) != 0)
+		elog(ERROR, "could not prepare a ranking statement: %s", SPI_result_code_string(SPI_result));
+	return p;
+}
+
+/* Prepare the statements once per backend. */
+static void
+prepare_plans(void)
+{
+	Oid			user[1] = {INT8OID};
+	Oid			ids[1] = {INT8ARRAYOID};
+	Oid			fill[5] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID};
+
+	if (fill_plan)
+		return;
+	rated_plan = keep_plan(RATED_SQL, 1, user);
+	profile_plan = keep_plan(PROFILE_SQL, 1, user);
+	neighbors_plan = keep_plan(NEIGHBORS_SQL, 1, ids);
+	stats_plan = keep_plan(STATS_SQL, 0, NULL);
+	genre_top_plan = keep_plan(GENRE_TOP_SQL, 0, NULL);
+	movies_plan = keep_plan(MOVIES_SQL, 1, ids);
+	fill_plan = keep_plan(FILL_SQL, 5, fill);
+}
+
+/* A bigint[] of n ids. */
+static Datum
+id_array(const int64 *ids, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		d[i] = Int64GetDatum(ids[i]);
+	return PointerGetDatum(construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+static int
+cmp_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a,
+				y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Is id in the sorted array? */
+static bool
+sorted_has(const int64 *v, int n, int64 id)
+{
+	return n > 0 && bsearch(&id, v, n, sizeof(int64), cmp_int64) != NULL;
+}
+
+/* ---------------------------------------------------------------------------------
+ * The shared data (movie statistics, genre tops), kept per backend by generation
+ * ---------------------------------------------------------------------------------
+ */
+typedef struct GenreTop
+{
+	char	   *genre;
+	int			n;
+	int64	   *ids;			/* best first */
+	double	   *bayes;
+	int32	   *rank;
+} GenreTop;
+
+typedef struct RankData
+{
+	MemoryContext cxt;
+	uint64		generation;
+	Oid			relid;			/* of recsys.movie_stats when loaded */
+	int			n;
+	int64	   *ids;			/* sorted */
+	int32	   *nr;
+	double	   *bayes;
+	double	   *mean;
+	int		   *by_pop;			/* indexes, most rated first, then by id */
+	int32		nmax;
+	int			ngenres;
+	GenreTop   *genres;			/* by name (bytewise) */
+} RankData;
+
+static pg_atomic_uint64 *Generation = NULL;
+static RankData *Kept = NULL;
+static bool changed_pending = false;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+rank_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(pg_atomic_uint64)));
+}
+
+static void
+rank_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	Generation = ShmemInitStruct("recsys ranking generation", sizeof(pg_atomic_uint64), &found);
+	if (!found)
+		pg_atomic_init_u64(Generation, 1);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* At commit (or PREPARE) of a transaction that changed the data: a new generation. */
+static void
+rank_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PREPARE:
+			if (changed_pending && Generation)
+				pg_atomic_fetch_add_u64(Generation, 1);
+			changed_pending = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			changed_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Request the shared generation counter (when preloaded); register the callback. */
+void
+RankInit(void)
+{
+	RegisterXactCallback(rank_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = rank_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = rank_shmem_startup;
+}
+
+/* The statistics the ranking reads changed: backends reload them after this commit. */
+void
+RankDataChangedAfterCommit(void)
+{
+	changed_pending = true;
+}
+
+static RankData *sort_ctx;		/* for cmp_pop */
+
+static int
+cmp_pop(const void *a, const void *b)
+{
+	int			x = *(const int *) a,
+				y = *(const int *) b;
+
+	if (sort_ctx->nr[x] != sort_ctx->nr[y])
+		return sort_ctx->nr[x] > sort_ctx->nr[y] ? -1 : 1;
+	return sort_ctx->ids[x] < sort_ctx->ids[y] ? -1 : sort_ctx->ids[x] > sort_ctx->ids[y];
+}
+
+/* Read the statistics and genre tops into a new RankData in a context of its own under parent. */
+static RankData *
+load_data(MemoryContext parent, uint64 generation, Oid relid)
+{
+	MemoryContext cxt = AllocSetContextCreate(parent, "recsys ranking data", ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
+	RankData   *d;
+	uint64		i,
+				n;
+	SPITupleTable *t;
+	int			g;
+
+	if (SPI_execute_plan(stats_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read recsys.movie_stats");
+	t = SPI_tuptable;
+	n = SPI_processed;
+	old = MemoryContextSwitchTo(cxt);
+	d = palloc0(sizeof(RankData));
+	d->cxt = cxt;
+	d->generation = generation;
+	d->relid = relid;
+	d->n = (int) n;
+	d->ids = palloc(sizeof(int64) * Max(n, 1));
+	d->nr = palloc(sizeof(int32) * Max(n, 1));
+	d->bayes = palloc(sizeof(double) * Max(n, 1));
+	d->mean = palloc(sizeof(double) * Max(n, 1));
+	d->by_pop = palloc(sizeof(int) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = t->vals[i];
+		bool		isnull;
+
+		d->ids[i] = DatumGetInt64(SPI_getbinval(tup, t->tupdesc, 1, &isnull));
+		d->nr[i] = DatumGetInt32(SPI_getbinval(tup, t->tupdesc, 2, &isnull));
+		d->bayes[i] = DatumGetFloat8(SPI_getbinval(tup, t->tupdesc, 3, &isnull));
+		d->mean[i] = DatumGetFloat8(SPI_getbinval(tup, t->tupdesc, 4, &isnull));
+		d->by_pop[i] = (int) i;
+		if (d->nr[i] > d->nmax)
+			d->nmax = d->nr[i];
+	}
+	sort_ctx = d;
+	qsort(d->by_pop, n, sizeof(int), cmp_pop);
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(t);
+
+	if (SPI_execute_plan(genre_top_plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read recsys.genre_top");
+	t = SPI_tuptable;
+	n = SPI_processed;
+	old = MemoryContextSwitchTo(cxt);
+	d->genres = palloc0(sizeof(GenreTop) * Max(n, 1));
+	g = -1;
+	for (i = 0; i < n; i++)
+	{
+		HeapTuple	tup = t->vals[i];
+		bool		isnull;
+		char	   *name = TextDatumGetCString(SPI_getbinval(tup, t->tupdesc, 1, &isnull));
+		GenreTop   *gt;
+
+		if (g < 0 || strcmp(d->genres[g].genre, name) != 0)
+		{
+			uint64		j = i;
+
+			g++;
+			d->genres[g].genre = name;
+			/* its rows are the next ones with that name */
+			while (j < n && strcmp(TextDatumGetCString(SPI_getbinval(t->vals[j], t->tupdesc, 1, &isnull)), name) == 0)
+				j++;
+			d->genres[g].ids = palloc(sizeof(int64) * (j - i));
+			d->genres[g].bayes = palloc(sizeof(double) * (j - i));
+			d->genres[g].rank = palloc(sizeof(int32) * (j - i));
+		}
+		gt = &d->genres[g];
+		gt->rank[gt->n] = DatumGetInt32(SPI_getbinval(tup, t->tupdesc, 2, &isnull));
+		gt->ids[gt->n] = DatumGetInt64(SPI_getbinval(tup, t->tupdesc, 3, &isnull));
+		gt->bayes[gt->n] = DatumGetFloat8(SPI_getbinval(tup, t->tupdesc, 4, &isnull));
+		gt->n++;
+	}
+	d->ngenres = g + 1;
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(t);
+	return d;
+}
+
+/* The data for this call: the kept copy when still current, else read again. */
+static RankData *
+current_data(void)
+{
+	Oid			nsp = get_namespace_oid("recsys", false);
+	Oid			relid = get_relname_relid("movie_stats", nsp);
+	uint64		generation;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "recsys.movie_stats is missing");
+	/* not shareable: no shared counter, our own uncommitted changes, an older snapshot */
+	if (Generation == NULL || changed_pending || IsolationUsesXactSnapshot())
+		return load_data(CurrentMemoryContext, 0, relid);
+	/* read the generation before the data: a commit in between only costs a reload */
+	generation = pg_atomic_read_u64(Generation);
+	if (Kept && Kept->generation == generation && Kept->relid == relid)
+		return Kept;
+	if (Kept)
+	{
+		MemoryContextDelete(Kept->cxt);
+		Kept = NULL;
+	}
+	Kept = load_data(TopMemoryContext, generation, relid);
+	return Kept;
+}
+
+/* The index of a movie's statistics, or -1. */
+static int
+stat_index(const RankData *d, int64 id)
+{
+	int			lo = 0,
+				hi = d->n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (d->ids[mid] == id)
+			return mid;
+		if (d->ids[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* A genre's top list, or NULL. */
+static const GenreTop *
+genre_top(const RankData *d, const char *genre)
+{
+	int			lo = 0,
+				hi = d->ngenres - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+		int			c = strcmp(d->genres[mid].genre, genre);
+
+		if (c == 0)
+			return &d->genres[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------------------
+ * Candidates
+ * ---------------------------------------------------------------------------------
+ */
+typedef struct Cand
+{
+	int64		movie_id;		/* 0: empty slot */
+	double		nb_score;
+	bool		has_nb;
+	double		best;
+	int64		why;
+	double		why_rating;
+	bool		has_gen;
+	double		gen_score;
+	const char *genre;
+	double		score;
+} Cand;
+
+typedef struct CandTable
+{
+	Cand	   *slots;
+	uint32		mask;
+	int			n;
+} CandTable;
+
+/* The candidate of a movie, added when new. */
+static Cand *
+cand_get(CandTable *t, int64 id)
+{
+	uint32		h = (uint32) (((uint64) id * UINT64CONST(0x9E3779B97F4A7C15)) >> 32) & t->mask;
+
+	while (t->slots[h].movie_id != 0 && t->slots[h].movie_id != id)
+		h = (h + 1) & t->mask;
+	if (t->slots[h].movie_id == 0)
+	{
+		t->slots[h].movie_id = id;
+		t->n++;
+	}
+	return &t->slots[h];
+}
+
+/* A rating of the user. */
+typedef struct Rated
+{
+	int64		movie_id;
+	double		rating;
+	TimestampTz rated_at;
+	bool		recent;
+	double		w;
+} Rated;
+
+/* by movie, then the one that counts (the latest; a recent one over an aggregated one) last */
+static int
+cmp_rated_movie(const void *a, const void *b)
+{
+	const Rated *x = a,
+			   *y = b;
+
+	if (x->movie_id != y->movie_id)
+		return x->movie_id < y->movie_id ? -1 : 1;
+	if (x->rated_at != y->rated_at)
+		return x->rated_at < y->rated_at ? -1 : 1;
+	return (int) x->recent - (int) y->recent;
+}
+
+/* most recent first, then by movie */
+static int
+cmp_rated_recent(const void *a, const void *b)
+{
+	const Rated *x = a,
+			   *y = b;
+
+	if (x->rated_at != y->rated_at)
+		return x->rated_at > y->rated_at ? -1 : 1;
+	return x->movie_id < y->movie_id ? -1 : x->movie_id > y->movie_id;
+}
+
+/* best score first, then by movie */
+static int
+cmp_cand(const void *a, const void *b)
+{
+	const Cand *x = *(Cand *const *) a,
+			   *y = *(Cand *const *) b;
+
+	if (x->score != y->score)
+		return x->score > y->score ? -1 : 1;
+	return x->movie_id < y->movie_id ? -1 : x->movie_id > y->movie_id;
+}
+
+/* Does a text[] of genres hold one of the wanted? */
+static bool
+genres_match(Datum genres, char **want, int nwant)
+{
+	Datum	   *e;
+	bool	   *nn;
+	int			n,
+				i,
+				j;
+
+	deconstruct_array(DatumGetArrayTypeP(genres), TEXTOID, -1, false, TYPALIGN_INT, &e, &nn, &n);
+	for (i = 0; i < n; i++)
+	{
+		char	   *g;
+
+		if (nn[i])
+			continue;
+		g = TextDatumGetCString(e[i]);
+		for (j = 0; j < nwant; j++)
+			if (strcmp(g, want[j]) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* Fill info[i] for ids[i] (found = false when the catalogue has no such movie). */
+void
+RankMovieInfo(const int64 *ids, int n, MovieInfo *info)
+{
+	Datum		v[1];
+	uint64		r;
+	int			i;
+	int64	   *sorted;
+
+	prepare_plans();
+	for (i = 0; i < n; i++)
+	{
+		memset(&info[i], 0, sizeof(MovieInfo));
+		info[i].movie_id = ids[i];
+	}
+	if (n == 0)
+		return;
+	v[0] = id_array(ids, n);
+	if (SPI_execute_plan(movies_plan, v, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the movies of a list");
+	/* match rows to ids through a sorted copy (ids may repeat) */
+	sorted = palloc(sizeof(int64) * n);
+	memcpy(sorted, ids, sizeof(int64) * n);
+	qsort(sorted, n, sizeof(int64), cmp_int64);
+	for (r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[r];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		char	   *title = SPI_getvalue(t, d, 2);
+		Datum		genres = SPI_getbinval(t, d, 3, &isnull);
+		Datum		year = SPI_getbinval(t, d, 4, &isnull);
+		int32		y = isnull ? 0 : DatumGetInt32(year);
+
+		for (i = 0; i < n; i++)
+			if (ids[i] == id)
+			{
+				info[i].found = true;
+				info[i].title = title ? title : "";
+				info[i].genres = genres;
+				info[i].year = y;
+			}
+	}
+}
+
+/*
+ * Rank up to limit movies for the user, filters applied, rated movies left out (with
+ * fill, completed by movies no one has rated). Returns the count; *out is palloc'd.
+ */
+int
+RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool fill,
+		   RankedMovie **out)
+{
+	RankData   *d;
+	Datum		v[1];
+	uint64		i,
+				nrows;
+	Rated	   *rated;
+	int			nrated = 0,
+				nseeds,
+				j;
+	int64	   *rated_ids;
+	TimestampTz latest = 0;
+	char	  **fav = NULL;
+	double	   *fav_score = NULL;
+	int			nfav = 0;
+	char	  **want = NULL;
+	int			nwant = 0;
+	int64	   *excl = NULL;
+	int			nexcl = 0;
+	SPITupleTable *nbt = NULL;
+	uint64		nnb = 0;
+	CandTable	ct;
+	uint32		cap;
+	Cand	  **order;
+	int			ncand = 0,
+				got = 0;
+	RankedMovie *res;
+	double		half_life = recsys_recommend_half_life > 0 ? recsys_recommend_half_life : 1e9;
+	double		gw = recsys_recommend_genre_weight;
+	double		pw = recsys_recommend_popularity_weight;
+	double		lnmax;
+	int			popular;
+
+	prepare_plans();
+	d = current_data();
+	v[0] = Int64GetDatum(user_id);
+
+	/* the filters */
+	if (genres)
+	{
+		Datum	   *e;
+		bool	   *nn;
+		int			ne;
+
+		deconstruct_array(genres, TEXTOID, -1, false, TYPALIGN_INT, &e, &nn, &ne);
+		want = palloc(sizeof(char *) * Max(ne, 1));
+		for (j = 0; j < ne; j++)
+			if (!nn[j])
+				want[nwant++] = TextDatumGetCString(e[j]);
+	}
+	if (exclude)
+	{
+		Datum	   *e;
+		bool	   *nn;
+		int			ne;
+
+		deconstruct_array(exclude, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &e, &nn, &ne);
+		excl = palloc(sizeof(int64) * Max(ne, 1));
+		for (j = 0; j < ne; j++)
+			if (!nn[j])
+				excl[nexcl++] = DatumGetInt64(e[j]);
+		qsort(excl, nexcl, sizeof(int64), cmp_int64);
+	}
+
+	/* the user's ratings: one per movie, the latest */
+	if (SPI_execute_plan(rated_plan, v, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the ratings of user %lld", (long long) user_id);
+	nrows = SPI_processed;
+	rated = palloc(sizeof(Rated) * Max(nrows, 1));
+	for (i = 0; i < nrows; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		rated[i].movie_id = DatumGetInt64(SPI_getbinval(t, td, 1, &isnull));
+		rated[i].rating = DatumGetFloat8(SPI_getbinval(t, td, 2, &isnull));
+		rated[i].rated_at = DatumGetTimestampTz(SPI_getbinval(t, td, 3, &isnull));
+		rated[i].recent = DatumGetBool(SPI_getbinval(t, td, 4, &isnull));
+		if (i == 0 || rated[i].rated_at > latest)
+			latest = rated[i].rated_at;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	qsort(rated, nrows, sizeof(Rated), cmp_rated_movie);
+	for (i = 0; i < nrows; i++)
+	{
+		if (nrated > 0 && rated[nrated - 1].movie_id == rated[i].movie_id)
+			rated[nrated - 1] = rated[i];
+		else
+			rated[nrated++] = rated[i];
+	}
+	rated_ids = palloc(sizeof(int64) * Max(nrated, 1));
+	for (j = 0; j < nrated; j++)
+		rated_ids[j] = rated[j].movie_id;
+
+	/* the seeds: the most recent, weighted by rating and age relative to the latest */
+	qsort(rated, nrated, sizeof(Rated), cmp_rated_recent);
+	nseeds = Min(nrated, recsys_recommend_seeds);
+	for (j = 0; j < nseeds; j++)
+	{
+		double		age = (double) (latest - rated[j].rated_at) / 1000000.0;
+
+		rated[j].w = (rated[j].rating - recsys_recommend_neutral) * pow(0.5, age / (half_life * 86400.0));
+	}
+
+	/* the favourite genres */
+	if (SPI_execute_plan(profile_plan, v, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the profile of user %lld", (long long) user_id);
+	if (SPI_processed == 1)
+	{
+		HeapTuple	t = SPI_tuptable->vals[0];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum	   *e,
+				   *s;
+		bool	   *nn,
+				   *sn;
+		int			ne,
+					ns;
+
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, td, 1, &isnull)), TEXTOID, -1, false,
+						  TYPALIGN_INT, &e, &nn, &ne);
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, td, 2, &isnull)), FLOAT8OID, 8,
+						  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &s, &sn, &ns);
+		fav = palloc(sizeof(char *) * Max(ne, 1));
+		fav_score = palloc(sizeof(double) * Max(ne, 1));
+		for (j = 0; j < ne && j < ns; j++)
+			if (!nn[j] && !sn[j])
+			{
+				fav[nfav] = TextDatumGetCString(e[j]);
+				fav_score[nfav++] = DatumGetFloat8(s[j]);
+			}
+	}
+
+	/* the seeds' neighbours */
+	if (nseeds > 0)
+	{
+		int64	   *seed_ids = palloc(sizeof(int64) * nseeds);
+		Datum		a[1];
+
+		for (j = 0; j < nseeds; j++)
+			seed_ids[j] = rated[j].movie_id;
+		a[0] = id_array(seed_ids, nseeds);
+		if (SPI_execute_plan(neighbors_plan, a, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read the neighbours of the movies of user %lld", (long long) user_id);
+		nbt = SPI_tuptable;
+		nnb = SPI_processed;
+	}
+
+	/* the candidate table */
+	popular = Min(d->n, POPULAR_POOL + nexcl);
+	cap = 64;
+	{
+		uint64		need = nnb + popular + (uint64) nfav * GENRE_POOL;
+
+		for (j = 0; j < nwant; j++)
+		{
+			const GenreTop *gt = genre_top(d, want[j]);
+
+			if (gt)
+				need += gt->n;
+		}
+		while (cap < 2 * need)
+			cap <<= 1;
+	}
+	ct.slots = palloc0(sizeof(Cand) * cap);
+	ct.mask = cap - 1;
+	ct.n = 0;
+
+	/* neighbours: sum of w * sim over the seeds, in seed order; the biggest contribution says why */
+	if (nnb > 0)
+	{
+		int64	   *row_movie = palloc(sizeof(int64) * nnb);
+
+		for (i = 0; i < nnb; i++)
+		{
+			bool		isnull;
+
+			row_movie[i] = DatumGetInt64(SPI_getbinval(nbt->vals[i], nbt->tupdesc, 1, &isnull));
+		}
+		for (j = 0; j < nseeds; j++)
+		{
+			const Rated *s = &rated[j];
+			uint64		lo = 0,
+						hi = nnb;
+
+			/* the first row of the seed (rows are by movie, then rank) */
+			while (lo < hi)
+			{
+				uint64		mid = (lo + hi) / 2;
+
+				if (row_movie[mid] < s->movie_id)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			for (i = lo; i < nnb && row_movie[i] == s->movie_id; i++)
+			{
+				bool		isnull;
+				int64		nid = DatumGetInt64(SPI_getbinval(nbt->vals[i], nbt->tupdesc, 2, &isnull));
+				double		sim = DatumGetFloat8(SPI_getbinval(nbt->vals[i], nbt->tupdesc, 3, &isnull));
+				double		c = s->w * sim;
+				Cand	   *cd = cand_get(&ct, nid);
+
+				if (!cd->has_nb)
+				{
+					cd->has_nb = true;
+					cd->nb_score = c;
+					cd->best = c;
+					cd->why = s->movie_id;
+					cd->why_rating = s->rating;
+				}
+				else
+				{
+					cd->nb_score += c;
+					if (c > cd->best || (c == cd->best && s->movie_id < cd->why))
+					{
+						cd->best = c;
+						cd->why = s->movie_id;
+						cd->why_rating = s->rating;
+					}
+				}
+			}
+		}
+	}
+
+	/* the best of the favourite genres: score_g * (bayes_avg - 2.5), the largest says why */
+	for (j = 0; j < nfav; j++)
+	{
+		const GenreTop *gt = genre_top(d, fav[j]);
+		int			k;
+
+		if (gt == NULL)
+			continue;
+		for (k = 0; k < gt->n && gt->rank[k] <= GENRE_POOL; k++)
+		{
+			double		gs = fav_score[j] * (gt->bayes[k] - 2.5);
+			Cand	   *cd = cand_get(&ct, gt->ids[k]);
+
+			if (!cd->has_gen || gs > cd->gen_score ||
+				(gs == cd->gen_score && strcmp(gt->genre, cd->genre) < 0))
+			{
+				cd->has_gen = true;
+				cd->gen_score = gs;
+				cd->genre = gt->genre;
+			}
+		}
+	}
+
+	/* the most popular, and every top movie of a genre asked for */
+	for (j = 0; j < popular; j++)
+		(void) cand_get(&ct, d->ids[d->by_pop[j]]);
+	for (j = 0; j < nwant; j++)
+	{
+		const GenreTop *gt = genre_top(d, want[j]);
+		int			k;
+
+		for (k = 0; gt && k < gt->n; k++)
+			(void) cand_get(&ct, gt->ids[k]);
+	}
+
+	/* scores, rated and excluded movies left out */
+	lnmax = log(1.0 + d->nmax);
+	order = palloc(sizeof(Cand *) * Max(ct.n, 1));
+	for (i = 0; i <= ct.mask; i++)
+	{
+		Cand	   *cd = &ct.slots[i];
+		int			si;
+		double		pop = 0;
+
+		if (cd->movie_id == 0 || sorted_has(rated_ids, nrated, cd->movie_id) ||
+			sorted_has(excl, nexcl, cd->movie_id))
+			continue;
+		si = stat_index(d, cd->movie_id);
+		if (si >= 0 && lnmax != 0)
+			pop = log(1.0 + d->nr[si]) / lnmax * d->bayes[si] / 5;
+		cd->score = (cd->has_nb ? cd->nb_score : 0) + gw * (cd->has_gen ? cd->gen_score : 0) + pw * pop;
+		order[ncand++] = cd;
+	}
+	qsort(order, ncand, sizeof(Cand *), cmp_cand);
+
+	/* best first, a batch of catalogue rows at a time, until limit qualify */
+	res = palloc0(sizeof(RankedMovie) * limit);
+	j = 0;
+	while (got < limit && j < ncand)
+	{
+		int			batch = Min(ncand - j, (limit - got) * (nwant > 0 ? 4 : 1) + 8);
+		int64	   *ids = palloc(sizeof(int64) * batch);
+		MovieInfo  *info = palloc(sizeof(MovieInfo) * batch);
+		int			k;
+
+		for (k = 0; k < batch; k++)
+			ids[k] = order[j + k]->movie_id;
+		RankMovieInfo(ids, batch, info);
+		for (k = 0; k < batch && got < limit; k++)
+		{
+			const Cand *cd = order[j + k];
+			RankedMovie *r;
+			int			si;
+
+			if (!info[k].found || (nwant > 0 && !genres_match(info[k].genres, want, nwant)))
+				continue;
+			r = &res[got++];
+			r->movie_id = cd->movie_id;
+			r->score = cd->score;
+			r->has_best = cd->has_nb;
+			r->best = cd->best;
+			r->why = cd->why;
+			r->why_rating = cd->why_rating;
+			r->genre = cd->has_gen ? cd->genre : NULL;
+			si = stat_index(d, cd->movie_id);
+			r->has_stats = si >= 0;
+			if (si >= 0)
+			{
+				r->mean_rating = d->mean[si];
+				r->n_ratings = d->nr[si];
+			}
+			r->title = info[k].title;
+			r->genres = info[k].genres;
+			r->year = info[k].year;
+		}
+		j += batch;
+	}
+
+	/* movies no one has rated complete a short list */
+	if (fill && got < limit)
+	{
+		Datum		fv[5];
+		char		fn[5] = "     ";
+		int64	   *listed = palloc(sizeof(int64) * Max(got, 1));
+		int			k;
+
+		for (k = 0; k < got; k++)
+			listed[k] = res[k].movie_id;
+		fv[0] = Int64GetDatum(user_id);
+		fv[1] = genres ? PointerGetDatum(genres) : (Datum) 0;
+		fn[1] = genres ? ' ' : 'n';
+		fv[2] = exclude ? PointerGetDatum(exclude) : (Datum) 0;
+		fn[2] = exclude ? ' ' : 'n';
+		fv[3] = id_array(listed, got);
+		fv[4] = Int32GetDatum(limit - got);
+		if (SPI_execute_plan(fill_plan, fv, fn, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not complete the list for user %lld", (long long) user_id);
+		for (i = 0; i < SPI_processed && got < limit; i++)
+		{
+			HeapTuple	t = SPI_tuptable->vals[i];
+			TupleDesc	td = SPI_tuptable->tupdesc;
+			bool		isnull;
+			RankedMovie *r = &res[got++];
+			char	   *title = SPI_getvalue(t, td, 2);
+			Datum		y;
+
+			r->movie_id = DatumGetInt64(SPI_getbinval(t, td, 1, &isnull));
+			r->title = title ? title : "";
+			r->genres = SPI_getbinval(t, td, 3, &isnull);
+			y = SPI_getbinval(t, td, 4, &isnull);
+			r->year = isnull ? 0 : DatumGetInt32(y);
+		}
+	}
+
+	/* the seeds' titles, for the reasons */
+	{
+		int64	   *why = palloc(sizeof(int64) * Max(got, 1));
+		MovieInfo  *info = palloc(sizeof(MovieInfo) * Max(got, 1));
+		int			nwhy = 0,
+					k;
+
+		for (k = 0; k < got; k++)
+			if (res[k].has_best && res[k].best > 0)
+				why[nwhy++] = res[k].why;
+		RankMovieInfo(why, nwhy, info);
+		nwhy = 0;
+		for (k = 0; k < got; k++)
+			if (res[k].has_best && res[k].best > 0)
+			{
+				if (info[nwhy].found)
+				{
+					res[k].why_title = info[nwhy].title;
+					res[k].why_year = info[nwhy].year;
+				}
+				nwhy++;
+			}
+	}
+	*out = res;
+	return got;
+}
