@@ -31,7 +31,9 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -39,11 +41,15 @@
 #include "storage/shmem.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "rank.h"
 #include "recommend.h"
+
+PG_FUNCTION_INFO_V1(recsys_catalogue_changed);
 
 #define POPULAR_POOL	200		/* popular candidates */
 #define GENRE_POOL		50		/* candidates per favourite genre */
@@ -92,11 +98,16 @@ static SPIPlanPtr rated_plan,
 			movies_plan,
 			fill_plan;
 
-/* Prepare one statement for the life of the backend. */
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *types)
+/*
+ * Prepare one statement for the life of the backend, with a generic plan: the ids it
+ * looks up change every call, the plan never does, and planning again each time (what
+ * the plan cache does for `= ANY ($1)` when it guesses a custom plan cheaper) would
+ * cost more than the lookups themselves.
+ */
+SPIPlanPtr
+RankKeepPlan(const char *sql, int nargs, Oid *types)
 {
-	SPIPlanPtr	p = SPI_prepare(sql, nargs, types);
+	SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 
 	if (p == NULL || SPI_keepplan(p) != 0)
 		elog(ERROR, "could not prepare a ranking statement: %s", SPI_result_code_string(SPI_result));
@@ -113,13 +124,13 @@ prepare_plans(void)
 
 	if (fill_plan)
 		return;
-	rated_plan = keep_plan(RATED_SQL, 1, user);
-	profile_plan = keep_plan(PROFILE_SQL, 1, user);
-	neighbors_plan = keep_plan(NEIGHBORS_SQL, 1, ids);
-	stats_plan = keep_plan(STATS_SQL, 0, NULL);
-	genre_top_plan = keep_plan(GENRE_TOP_SQL, 0, NULL);
-	movies_plan = keep_plan(MOVIES_SQL, 1, ids);
-	fill_plan = keep_plan(FILL_SQL, 5, fill);
+	rated_plan = RankKeepPlan(RATED_SQL, 1, user);
+	profile_plan = RankKeepPlan(PROFILE_SQL, 1, user);
+	neighbors_plan = RankKeepPlan(NEIGHBORS_SQL, 1, ids);
+	stats_plan = RankKeepPlan(STATS_SQL, 0, NULL);
+	genre_top_plan = RankKeepPlan(GENRE_TOP_SQL, 0, NULL);
+	movies_plan = RankKeepPlan(MOVIES_SQL, 1, ids);
+	fill_plan = RankKeepPlan(FILL_SQL, 5, fill);
 }
 
 /* A bigint[] of n ids. */
@@ -163,11 +174,23 @@ typedef struct GenreTop
 	int32	   *rank;
 } GenreTop;
 
+/* A movie of the catalogue, as kept (found = false: the catalogue has no such movie). */
+typedef struct MovieEntry
+{
+	int64		movie_id;		/* the hash key */
+	bool		found;
+	char	   *title;
+	Datum		genres;			/* text[], a copy */
+	int32		year;
+} MovieEntry;
+
 typedef struct RankData
 {
 	MemoryContext cxt;
 	uint64		generation;
-	Oid			relid;			/* of recsys.movie_stats when loaded */
+	Oid			stats_relid;	/* of recsys.movie_stats when made */
+	Oid			movies_relid;	/* of recsys.movies */
+	bool		loaded;			/* the statistics below are read */
 	int			n;
 	int64	   *ids;			/* sorted */
 	int32	   *nr;
@@ -177,10 +200,17 @@ typedef struct RankData
 	int32		nmax;
 	int			ngenres;
 	GenreTop   *genres;			/* by name (bytewise) */
+	bool		kept;			/* the backend's copy (else the call's own) */
+	MemoryContext movies_cxt;	/* the movies shown, at most MOVIES_KEPT_MAX */
+	HTAB	   *movies;
+	long		nmovies;
 } RankData;
 
+#define MOVIES_KEPT_MAX	100000
+
 static pg_atomic_uint64 *Generation = NULL;
-static RankData *Kept = NULL;
+static RankData *Kept = NULL;		/* kept across calls */
+static RankData *CallData = NULL;	/* what the current call reads */
 static bool changed_pending = false;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -262,13 +292,26 @@ cmp_pop(const void *a, const void *b)
 	return sort_ctx->ids[x] < sort_ctx->ids[y] ? -1 : sort_ctx->ids[x] > sort_ctx->ids[y];
 }
 
-/* Read the statistics and genre tops into a new RankData in a context of its own under parent. */
+/* A new, empty RankData in a context of its own under parent. */
 static RankData *
-load_data(MemoryContext parent, uint64 generation, Oid relid)
+new_data(MemoryContext parent, uint64 generation, Oid stats_relid, Oid movies_relid)
 {
 	MemoryContext cxt = AllocSetContextCreate(parent, "recsys ranking data", ALLOCSET_DEFAULT_SIZES);
+	RankData   *d = MemoryContextAllocZero(cxt, sizeof(RankData));
+
+	d->cxt = cxt;
+	d->generation = generation;
+	d->stats_relid = stats_relid;
+	d->movies_relid = movies_relid;
+	return d;
+}
+
+/* Read the statistics and genre tops into d. */
+static void
+load_stats(RankData *d)
+{
+	MemoryContext cxt = d->cxt;
 	MemoryContext old;
-	RankData   *d;
 	uint64		i,
 				n;
 	SPITupleTable *t;
@@ -279,10 +322,6 @@ load_data(MemoryContext parent, uint64 generation, Oid relid)
 	t = SPI_tuptable;
 	n = SPI_processed;
 	old = MemoryContextSwitchTo(cxt);
-	d = palloc0(sizeof(RankData));
-	d->cxt = cxt;
-	d->generation = generation;
-	d->relid = relid;
 	d->n = (int) n;
 	d->ids = palloc(sizeof(int64) * Max(n, 1));
 	d->nr = palloc(sizeof(int32) * Max(n, 1));
@@ -341,35 +380,85 @@ load_data(MemoryContext parent, uint64 generation, Oid relid)
 		gt->n++;
 	}
 	d->ngenres = g + 1;
+	d->loaded = true;
 	MemoryContextSwitchTo(old);
 	SPI_freetuptable(t);
-	return d;
 }
 
-/* The data for this call: the kept copy when still current, else read again. */
+/* May this call use the kept copies? Not without a shared counter, inside a
+ * transaction that changed the data itself, or under a transaction snapshot. */
+static bool
+shareable(void)
+{
+	return Generation != NULL && !changed_pending && !IsolationUsesXactSnapshot();
+}
+
+/* The relation id of recsys.NAME (an error when missing). */
+static Oid
+recsys_relid(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("recsys", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "recsys.%s is missing", name);
+	return relid;
+}
+
+/*
+ * The kept copies, emptied first when a commit changed the data (or the tables are not
+ * the ones they were read from: a recreated extension). The generation is read before
+ * the data: a commit in between costs a reload, never a stale copy.
+ */
+static RankData *
+kept_data(void)
+{
+	uint64		generation = pg_atomic_read_u64(Generation);
+	Oid			stats = recsys_relid("movie_stats");
+	Oid			movies = recsys_relid("movies");
+
+	if (Kept && Kept->generation == generation && Kept->stats_relid == stats &&
+		Kept->movies_relid == movies)
+		return Kept;
+	if (Kept)
+		MemoryContextDelete(Kept->cxt);
+	Kept = new_data(TopMemoryContext, generation, stats, movies);
+	return Kept;
+}
+
+/*
+ * Begin a call: fix the data it reads (the kept copies when current, else a copy of its
+ * own), so that a commit during the call cannot free what the call holds.
+ */
+void
+RankBeginCall(void)
+{
+	prepare_plans();
+	if (!shareable())
+	{
+		CallData = new_data(CurrentMemoryContext, 0, InvalidOid, InvalidOid);
+		return;
+	}
+	CallData = kept_data();
+	CallData->kept = true;
+	/* the movies shown are kept up to a bound: past it, start again */
+	if (CallData->movies && CallData->nmovies >= MOVIES_KEPT_MAX)
+	{
+		MemoryContextDelete(CallData->movies_cxt);
+		CallData->movies_cxt = NULL;
+		CallData->movies = NULL;
+		CallData->nmovies = 0;
+	}
+}
+
+/* The statistics of this call, read on first use. */
 static RankData *
 current_data(void)
 {
-	Oid			nsp = get_namespace_oid("recsys", false);
-	Oid			relid = get_relname_relid("movie_stats", nsp);
-	uint64		generation;
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "recsys.movie_stats is missing");
-	/* not shareable: no shared counter, our own uncommitted changes, an older snapshot */
-	if (Generation == NULL || changed_pending || IsolationUsesXactSnapshot())
-		return load_data(CurrentMemoryContext, 0, relid);
-	/* read the generation before the data: a commit in between only costs a reload */
-	generation = pg_atomic_read_u64(Generation);
-	if (Kept && Kept->generation == generation && Kept->relid == relid)
-		return Kept;
-	if (Kept)
-	{
-		MemoryContextDelete(Kept->cxt);
-		Kept = NULL;
-	}
-	Kept = load_data(TopMemoryContext, generation, relid);
-	return Kept;
+	if (CallData == NULL)
+		elog(ERROR, "RankBeginCall() was not called");
+	if (!CallData->loaded)
+		load_stats(CallData);
+	return CallData;
 }
 
 /* The index of a movie's statistics, or -1. */
@@ -529,16 +618,14 @@ genres_match(Datum genres, char **want, int nwant)
 	return false;
 }
 
-/* Fill info[i] for ids[i] (found = false when the catalogue has no such movie). */
-void
-RankMovieInfo(const int64 *ids, int n, MovieInfo *info)
+/* Read the catalogue rows of ids into info (found = false for a missing movie). */
+static void
+fetch_movies(const int64 *ids, int n, MovieInfo *info)
 {
 	Datum		v[1];
 	uint64		r;
 	int			i;
-	int64	   *sorted;
 
-	prepare_plans();
 	for (i = 0; i < n; i++)
 	{
 		memset(&info[i], 0, sizeof(MovieInfo));
@@ -549,10 +636,6 @@ RankMovieInfo(const int64 *ids, int n, MovieInfo *info)
 	v[0] = id_array(ids, n);
 	if (SPI_execute_plan(movies_plan, v, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the movies of a list");
-	/* match rows to ids through a sorted copy (ids may repeat) */
-	sorted = palloc(sizeof(int64) * n);
-	memcpy(sorted, ids, sizeof(int64) * n);
-	qsort(sorted, n, sizeof(int64), cmp_int64);
 	for (r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	t = SPI_tuptable->vals[r];
@@ -573,6 +656,104 @@ RankMovieInfo(const int64 *ids, int n, MovieInfo *info)
 				info[i].year = y;
 			}
 	}
+}
+
+/* Fill info[i] for ids[i] (found = false when the catalogue has no such movie). */
+void
+RankMovieInfo(const int64 *ids, int n, MovieInfo *info)
+{
+	RankData   *d;
+	int64	   *miss;
+	int		   *miss_at;
+	int			nmiss = 0,
+				i;
+	MovieInfo  *got;
+
+	if (CallData == NULL)
+		elog(ERROR, "RankBeginCall() was not called");
+	d = CallData;
+	if (!d->kept)
+	{
+		fetch_movies(ids, n, info);
+		return;
+	}
+	if (d->movies == NULL)
+	{
+		HASHCTL		ctl;
+
+		d->movies_cxt = AllocSetContextCreate(d->cxt, "recsys kept movies", ALLOCSET_DEFAULT_SIZES);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(MovieEntry);
+		ctl.hcxt = d->movies_cxt;
+		d->movies = hash_create("recsys kept movies", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		d->nmovies = 0;
+	}
+	miss = palloc(sizeof(int64) * Max(n, 1));
+	miss_at = palloc(sizeof(int) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		MovieEntry *e = hash_search(d->movies, &ids[i], HASH_FIND, NULL);
+
+		memset(&info[i], 0, sizeof(MovieInfo));
+		info[i].movie_id = ids[i];
+		if (e)
+		{
+			info[i].found = e->found;
+			info[i].title = e->title;
+			info[i].genres = e->genres;
+			info[i].year = e->year;
+		}
+		else
+		{
+			miss[nmiss] = ids[i];
+			miss_at[nmiss++] = i;
+		}
+	}
+	if (nmiss == 0)
+		return;
+	got = palloc(sizeof(MovieInfo) * nmiss);
+	fetch_movies(miss, nmiss, got);
+	for (i = 0; i < nmiss; i++)
+	{
+		bool		found;
+		MovieEntry *e;
+
+		if (d->nmovies >= MOVIES_KEPT_MAX)
+		{
+			/* full until the next call starts them again: this one reads them */
+			info[miss_at[i]] = got[i];
+			continue;
+		}
+		e = hash_search(d->movies, &miss[i], HASH_ENTER, &found);
+		if (!found)
+		{
+			MemoryContext old = MemoryContextSwitchTo(d->movies_cxt);
+
+			e->found = got[i].found;
+			e->title = got[i].found ? pstrdup(got[i].title) : NULL;
+			e->genres = got[i].found ? datumCopy(got[i].genres, false, -1) : (Datum) 0;
+			e->year = got[i].year;
+			MemoryContextSwitchTo(old);
+			d->nmovies++;
+		}
+		info[miss_at[i]].found = e->found;
+		info[miss_at[i]].title = e->title;
+		info[miss_at[i]].genres = e->genres;
+		info[miss_at[i]].year = e->year;
+	}
+}
+
+/* recsys.catalogue_changed(): the statement trigger of recsys.movies. */
+Datum
+recsys_catalogue_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("recsys.catalogue_changed() is the trigger of recsys.movies, not a function to call")));
+	RankDataChangedAfterCommit();
+	return PointerGetDatum(NULL);
 }
 
 /*
@@ -614,7 +795,6 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 	double		lnmax;
 	int			popular;
 
-	prepare_plans();
 	d = current_data();
 	v[0] = Int64GetDatum(user_id);
 

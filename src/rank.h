@@ -8,6 +8,7 @@
 #ifndef RECSYS_RANK_H
 #define RECSYS_RANK_H
 
+#include "executor/spi.h"
 #include "utils/array.h"
 
 /* One ranked movie: its score and what its reason is made of. */
@@ -40,6 +41,9 @@ typedef struct MovieInfo
 	int32		year;
 } MovieInfo;
 
+/* Begin a call of recsys_recommend (inside SPI): fix the data the functions below read. */
+extern void RankBeginCall(void);
+
 /*
  * Rank up to limit movies for the user, filters applied (genres: any of them; exclude:
  * movie ids), rated movies left out; with fill, movies no one has rated come last, in
@@ -48,6 +52,9 @@ typedef struct MovieInfo
  */
 extern int	RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude,
 					   bool fill, RankedMovie **out);
+
+/* Prepare a statement for the life of the backend, with a generic plan. */
+extern SPIPlanPtr RankKeepPlan(const char *sql, int nargs, Oid *types);
 
 /* Fill info[i] for ids[i] (found = false when the catalogue has no such movie). */
 extern void RankMovieInfo(const int64 *ids, int n, MovieInfo *info);

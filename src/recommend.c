@@ -97,12 +97,8 @@ prepare_plan(void)
 
 	if (taste_plan)
 		return;
-	state_plan = SPI_prepare(STATE_SQL, 1, stypes);
-	if (state_plan == NULL || SPI_keepplan(state_plan) != 0)
-		elog(ERROR, "could not prepare the state statement");
-	taste_plan = SPI_prepare(TASTE_SQL, 1, stypes);
-	if (taste_plan == NULL || SPI_keepplan(taste_plan) != 0)
-		elog(ERROR, "could not prepare the taste statement");
+	state_plan = RankKeepPlan(STATE_SQL, 1, stypes);
+	taste_plan = RankKeepPlan(TASTE_SQL, 1, stypes);
 }
 
 /* The reason of one ranked row, in words. */
@@ -610,6 +606,7 @@ recsys_recommend(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	SPI_connect();
 	prepare_plan();
+	RankBeginCall();
 
 	/*
 	 * With a cache or an LLM: the user's deep list (from the cache when its version is

@@ -140,3 +140,18 @@ $$;
 COMMENT ON FUNCTION recsys_forget(bigint) IS
 	'Remove a user''s ratings, profile and cached list; a tombstone keeps a rebuild from restoring them';
 REVOKE ALL ON FUNCTION recsys_forget(bigint) FROM PUBLIC;
+
+/*
+ * The catalogue as the ranking sees it: each backend keeps the movies it has shown
+ * (titles, genres, years) and the movie statistics in memory, under a generation
+ * number in shared memory.  Any change of recsys.movies (recsys_load_movies or plain
+ * SQL) bumps it when it commits, so the next call reads them again.
+ */
+CREATE FUNCTION recsys.catalogue_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'recsys_catalogue_changed'
+LANGUAGE C;
+REVOKE ALL ON FUNCTION recsys.catalogue_changed() FROM PUBLIC;
+CREATE TRIGGER catalogue_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON recsys.movies
+	FOR EACH STATEMENT EXECUTE FUNCTION recsys.catalogue_changed();

@@ -21,6 +21,14 @@ is "$(rec "SELECT string_agg(movie_id || '=' || round(score::numeric, 4), ' ' OR
 is "$(rec "SELECT reason FROM recsys_recommend(5, 1)")" "Because you rated Toy Story (1995) 4.5/5" "the reason names the seed"
 is "$(rec "SELECT rank || ' ' || title || ' ' || genres::text || ' ' || source FROM recsys_recommend(5, 1)")" \
     "1 Grumpier Old Men, The (1995) {Comedy,Romance} engine" "title, genres and source"
+# one backend keeps the titles it has shown: a change of the catalogue by another session,
+# then by its own, shows at its next call
+T="SELECT title FROM recsys_recommend(5, 1)"
+kept=$(psql -X -qtA "${R[@]}" -c "$T" \
+    -c "\\! psql -X -qtA -c \"UPDATE recsys.movies SET title = 'Grumpier Old Men (restored)' WHERE movie_id = 3\" >/dev/null" \
+    -c "$T" -c "UPDATE recsys.movies SET title = 'Grumpier Old Men, The (1995)' WHERE movie_id = 3" -c "$T" 2>&1)
+is "$(tr '\n' '|' <<<"$kept")" "Grumpier Old Men, The (1995)|Grumpier Old Men (restored)|Grumpier Old Men, The (1995)|" \
+    "a session shows a title changed by another session, then by itself"
 like "$(rec "SELECT reason FROM recsys_recommend(5, 3) WHERE movie_id = 2")" "^Popular and highly rated: 4.0 average from 1 rating$" \
     "a movie only the popularity pool brought has that reason"
 is "$(rec "SELECT string_agg(movie_id::text, ' ' ORDER BY rank) FROM recsys_recommend(3, 5)")" "2 29 32 50 100" \
