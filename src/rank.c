@@ -522,10 +522,13 @@ typedef struct Cand
 	double		score;
 } Cand;
 
+/* Candidates by movie: an open-addressing index over a dense array. */
 typedef struct CandTable
 {
-	Cand	   *slots;
+	int64	   *keys;			/* 0: empty slot */
+	int32	   *slot;			/* the candidate of each key */
 	uint32		mask;
+	Cand	   *cands;
 	int			n;
 } CandTable;
 
@@ -534,15 +537,18 @@ static Cand *
 cand_get(CandTable *t, int64 id)
 {
 	uint32		h = (uint32) (((uint64) id * UINT64CONST(0x9E3779B97F4A7C15)) >> 32) & t->mask;
+	Cand	   *c;
 
-	while (t->slots[h].movie_id != 0 && t->slots[h].movie_id != id)
+	while (t->keys[h] != 0 && t->keys[h] != id)
 		h = (h + 1) & t->mask;
-	if (t->slots[h].movie_id == 0)
-	{
-		t->slots[h].movie_id = id;
-		t->n++;
-	}
-	return &t->slots[h];
+	if (t->keys[h] != 0)
+		return &t->cands[t->slot[h]];
+	t->keys[h] = id;
+	t->slot[h] = t->n;
+	c = &t->cands[t->n++];
+	memset(c, 0, sizeof(Cand));
+	c->movie_id = id;
+	return c;
 }
 
 /* A rating of the user. */
@@ -926,7 +932,9 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 		while (cap < 2 * need)
 			cap <<= 1;
 	}
-	ct.slots = palloc0(sizeof(Cand) * cap);
+	ct.keys = palloc0(sizeof(int64) * cap);
+	ct.slot = palloc(sizeof(int32) * cap);
+	ct.cands = palloc(sizeof(Cand) * (cap / 2));
 	ct.mask = cap - 1;
 	ct.n = 0;
 
@@ -1025,13 +1033,13 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 	/* scores, rated and excluded movies left out */
 	lnmax = log(1.0 + d->nmax);
 	order = palloc(sizeof(Cand *) * Max(ct.n, 1));
-	for (i = 0; i <= ct.mask; i++)
+	for (i = 0; i < (uint64) ct.n; i++)
 	{
-		Cand	   *cd = &ct.slots[i];
+		Cand	   *cd = &ct.cands[i];
 		int			si;
 		double		pop = 0;
 
-		if (cd->movie_id == 0 || sorted_has(rated_ids, nrated, cd->movie_id) ||
+		if (sorted_has(rated_ids, nrated, cd->movie_id) ||
 			sorted_has(excl, nexcl, cd->movie_id))
 			continue;
 		si = stat_index(d, cd->movie_id);
