@@ -28,12 +28,18 @@
 
 #include <math.h>
 
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -44,7 +50,11 @@
 #include "utils/datum.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/fmgroids.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+#include "utils/snapmgr.h"
 
 #include "rank.h"
 #include "recommend.h"
@@ -58,18 +68,6 @@ PG_FUNCTION_INFO_V1(recsys_catalogue_changed);
  * Statements
  * ---------------------------------------------------------------------------------
  */
-static const char *const RATED_SQL =
-"SELECT r.movie_id, r.rating::float8, r.rated_at, false FROM recsys.ratings r WHERE r.user_id = $1"
-" UNION ALL "
-"SELECT r.movie_id, r.rating::float8, r.rated_at, true FROM recsys.recent_ratings r WHERE r.user_id = $1";
-
-static const char *const PROFILE_SQL =
-"SELECT p.favorite_genres, p.favorite_scores FROM recsys.user_profiles p WHERE p.user_id = $1";
-
-static const char *const NEIGHBORS_SQL =
-"SELECT n.movie_id, n.neighbor_id, n.similarity FROM recsys.item_neighbors n"
-" WHERE n.movie_id = ANY ($1) ORDER BY n.movie_id, n.rank";
-
 static const char *const STATS_SQL =
 "SELECT s.movie_id, s.n_ratings, s.bayes_avg, s.mean_rating FROM recsys.movie_stats s ORDER BY s.movie_id";
 
@@ -90,10 +88,7 @@ static const char *const FILL_SQL =
 "   AND m.movie_id <> ALL ($4)"
 " ORDER BY m.movie_id LIMIT $5";
 
-static SPIPlanPtr rated_plan,
-			profile_plan,
-			neighbors_plan,
-			stats_plan,
+static SPIPlanPtr stats_plan,
 			genre_top_plan,
 			movies_plan,
 			fill_plan;
@@ -118,19 +113,136 @@ RankKeepPlan(const char *sql, int nargs, Oid *types)
 static void
 prepare_plans(void)
 {
-	Oid			user[1] = {INT8OID};
 	Oid			ids[1] = {INT8ARRAYOID};
 	Oid			fill[5] = {INT8OID, TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID};
 
 	if (fill_plan)
 		return;
-	rated_plan = RankKeepPlan(RATED_SQL, 1, user);
-	profile_plan = RankKeepPlan(PROFILE_SQL, 1, user);
-	neighbors_plan = RankKeepPlan(NEIGHBORS_SQL, 1, ids);
 	stats_plan = RankKeepPlan(STATS_SQL, 0, NULL);
 	genre_top_plan = RankKeepPlan(GENRE_TOP_SQL, 0, NULL);
 	movies_plan = RankKeepPlan(MOVIES_SQL, 1, ids);
 	fill_plan = RankKeepPlan(FILL_SQL, 5, fill);
+}
+
+/* ---------------------------------------------------------------------------------
+ * Primary-key reads: the rows of one user or one movie, straight from the index (the
+ * executor's start-up would cost more than these few rows)
+ * ---------------------------------------------------------------------------------
+ */
+typedef struct PkScan
+{
+	Relation	rel;
+	Relation	idx;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData key;
+} PkScan;
+
+/* The relation id of recsys.NAME (an error when missing). */
+static Oid
+recsys_relid(const char *name)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("recsys", false));
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "recsys.%s is missing", name);
+	return relid;
+}
+
+/* The attribute number of a column of recsys.NAME. */
+static AttrNumber
+column(PkScan *ps, const char *col)
+{
+	AttrNumber	a = get_attnum(RelationGetRelid(ps->rel), col);
+
+	if (a == InvalidAttrNumber)
+		elog(ERROR, "column %s of recsys.%s is missing", col, RelationGetRelationName(ps->rel));
+	return a;
+}
+
+/* Open recsys.NAME and its primary key (whose first column is a bigint) for reading. */
+static void
+pk_open(PkScan *ps, const char *name)
+{
+	Oid			pk;
+
+	ps->rel = table_open(recsys_relid(name), AccessShareLock);
+	pk = RelationGetPrimaryKeyIndex(ps->rel);
+	if (!OidIsValid(pk))
+		elog(ERROR, "recsys.%s has no primary key", name);
+	ps->idx = index_open(pk, AccessShareLock);
+	ps->slot = table_slot_create(ps->rel, NULL);
+	ps->scan = index_beginscan(ps->rel, ps->idx, GetActiveSnapshot(), 1, 0);
+}
+
+/* Start over at the rows whose first key column is key, in key order. */
+static void
+pk_rescan(PkScan *ps, int64 key)
+{
+	ScanKeyInit(&ps->key, 1, BTEqualStrategyNumber, F_INT8EQ, Int64GetDatum(key));
+	index_rescan(ps->scan, &ps->key, 1, NULL, 0);
+}
+
+/* The next row (in ps->slot), false at the end. */
+static bool
+pk_next(PkScan *ps)
+{
+	return index_getnext_slot(ps->scan, ForwardScanDirection, ps->slot);
+}
+
+static void
+pk_close(PkScan *ps)
+{
+	index_endscan(ps->scan);
+	ExecDropSingleTupleTableSlot(ps->slot);
+	index_close(ps->idx, AccessShareLock);
+	table_close(ps->rel, AccessShareLock);
+}
+
+/* A not-null column of the current row. */
+static Datum
+pk_get(PkScan *ps, AttrNumber a, bool *isnull)
+{
+	return slot_getattr(ps->slot, a, isnull);
+}
+
+/* The version of the user's profile (0: none) and the movies rated since the last aggregate. */
+void
+RankUserState(int64 user_id, int64 *version, int64 **recent, int *nrecent)
+{
+	PkScan		ps;
+	AttrNumber	a;
+	bool		isnull;
+	int			cap = 8;
+
+	*version = 0;
+	pk_open(&ps, "user_profiles");
+	a = column(&ps, "version");
+	pk_rescan(&ps, user_id);
+	if (pk_next(&ps))
+	{
+		Datum		v = pk_get(&ps, a, &isnull);
+
+		if (!isnull)
+			*version = DatumGetInt64(v);
+	}
+	pk_close(&ps);
+
+	*nrecent = 0;
+	*recent = palloc(sizeof(int64) * cap);
+	pk_open(&ps, "recent_ratings");
+	a = column(&ps, "movie_id");
+	pk_rescan(&ps, user_id);
+	while (pk_next(&ps))
+	{
+		if (*nrecent == cap)
+		{
+			cap *= 2;
+			*recent = repalloc(*recent, sizeof(int64) * cap);
+		}
+		(*recent)[(*nrecent)++] = DatumGetInt64(pk_get(&ps, a, &isnull));
+	}
+	pk_close(&ps);
 }
 
 /* A bigint[] of n ids. */
@@ -391,17 +503,6 @@ static bool
 shareable(void)
 {
 	return Generation != NULL && !changed_pending && !IsolationUsesXactSnapshot();
-}
-
-/* The relation id of recsys.NAME (an error when missing). */
-static Oid
-recsys_relid(const char *name)
-{
-	Oid			relid = get_relname_relid(name, get_namespace_oid("recsys", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "recsys.%s is missing", name);
-	return relid;
 }
 
 /*
@@ -771,7 +872,6 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 		   RankedMovie **out)
 {
 	RankData   *d;
-	Datum		v[1];
 	uint64		i,
 				nrows;
 	Rated	   *rated;
@@ -787,8 +887,10 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 	int			nwant = 0;
 	int64	   *excl = NULL;
 	int			nexcl = 0;
-	SPITupleTable *nbt = NULL;
 	uint64		nnb = 0;
+	uint64	   *nb_start;
+	int64	   *nb_id = NULL;
+	double	   *nb_sim = NULL;
 	CandTable	ct;
 	uint32		cap;
 	Cand	  **order;
@@ -802,7 +904,6 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 	int			popular;
 
 	d = current_data();
-	v[0] = Int64GetDatum(user_id);
 
 	/* the filters */
 	if (genres)
@@ -832,24 +933,46 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 	}
 
 	/* the user's ratings: one per movie, the latest */
-	if (SPI_execute_plan(rated_plan, v, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the ratings of user %lld", (long long) user_id);
-	nrows = SPI_processed;
-	rated = palloc(sizeof(Rated) * Max(nrows, 1));
-	for (i = 0; i < nrows; i++)
 	{
-		HeapTuple	t = SPI_tuptable->vals[i];
-		TupleDesc	td = SPI_tuptable->tupdesc;
-		bool		isnull;
+		static const char *const tables[2] = {"ratings", "recent_ratings"};
+		int			t;
+		uint64		cap = 64;
 
-		rated[i].movie_id = DatumGetInt64(SPI_getbinval(t, td, 1, &isnull));
-		rated[i].rating = DatumGetFloat8(SPI_getbinval(t, td, 2, &isnull));
-		rated[i].rated_at = DatumGetTimestampTz(SPI_getbinval(t, td, 3, &isnull));
-		rated[i].recent = DatumGetBool(SPI_getbinval(t, td, 4, &isnull));
-		if (i == 0 || rated[i].rated_at > latest)
-			latest = rated[i].rated_at;
+		nrows = 0;
+		rated = palloc(sizeof(Rated) * cap);
+		for (t = 0; t < 2; t++)
+		{
+			PkScan		ps;
+			AttrNumber	am,
+						ar,
+						at;
+
+			pk_open(&ps, tables[t]);
+			am = column(&ps, "movie_id");
+			ar = column(&ps, "rating");
+			at = column(&ps, "rated_at");
+			pk_rescan(&ps, user_id);
+			while (pk_next(&ps))
+			{
+				bool		isnull;
+				Rated	   *r;
+
+				if (nrows == cap)
+				{
+					cap *= 2;
+					rated = repalloc_huge(rated, sizeof(Rated) * cap);
+				}
+				r = &rated[nrows++];
+				r->movie_id = DatumGetInt64(pk_get(&ps, am, &isnull));
+				r->rating = DatumGetFloat8(DirectFunctionCall1(numeric_float8, pk_get(&ps, ar, &isnull)));
+				r->rated_at = DatumGetTimestampTz(pk_get(&ps, at, &isnull));
+				r->recent = (t == 1);
+				if (nrows == 1 || r->rated_at > latest)
+					latest = r->rated_at;
+			}
+			pk_close(&ps);
+		}
 	}
-	SPI_freetuptable(SPI_tuptable);
 	qsort(rated, nrows, sizeof(Rated), cmp_rated_movie);
 	for (i = 0; i < nrows; i++)
 	{
@@ -873,48 +996,82 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 	}
 
 	/* the favourite genres */
-	if (SPI_execute_plan(profile_plan, v, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the profile of user %lld", (long long) user_id);
-	if (SPI_processed == 1)
 	{
-		HeapTuple	t = SPI_tuptable->vals[0];
-		TupleDesc	td = SPI_tuptable->tupdesc;
-		bool		isnull;
-		Datum	   *e,
-				   *s;
-		bool	   *nn,
-				   *sn;
-		int			ne,
-					ns;
+		PkScan		ps;
+		AttrNumber	ag,
+					as;
 
-		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, td, 1, &isnull)), TEXTOID, -1, false,
-						  TYPALIGN_INT, &e, &nn, &ne);
-		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(t, td, 2, &isnull)), FLOAT8OID, 8,
-						  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &s, &sn, &ns);
-		fav = palloc(sizeof(char *) * Max(ne, 1));
-		fav_score = palloc(sizeof(double) * Max(ne, 1));
-		for (j = 0; j < ne && j < ns; j++)
-			if (!nn[j] && !sn[j])
+		pk_open(&ps, "user_profiles");
+		ag = column(&ps, "favorite_genres");
+		as = column(&ps, "favorite_scores");
+		pk_rescan(&ps, user_id);
+		if (pk_next(&ps))
+		{
+			bool		gnull,
+						snull;
+			Datum		gd = pk_get(&ps, ag, &gnull);
+			Datum		sd = pk_get(&ps, as, &snull);
+			Datum	   *e,
+					   *sc;
+			bool	   *nn,
+					   *sn;
+			int			ne = 0,
+						ns = 0;
+
+			if (!gnull && !snull)
 			{
-				fav[nfav] = TextDatumGetCString(e[j]);
-				fav_score[nfav++] = DatumGetFloat8(s[j]);
+				deconstruct_array(DatumGetArrayTypeP(gd), TEXTOID, -1, false, TYPALIGN_INT, &e, &nn, &ne);
+				deconstruct_array(DatumGetArrayTypeP(sd), FLOAT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+								  &sc, &sn, &ns);
 			}
+			fav = palloc(sizeof(char *) * Max(ne, 1));
+			fav_score = palloc(sizeof(double) * Max(ne, 1));
+			for (j = 0; j < ne && j < ns; j++)
+				if (!nn[j] && !sn[j])
+				{
+					fav[nfav] = TextDatumGetCString(e[j]);
+					fav_score[nfav++] = DatumGetFloat8(sc[j]);
+				}
+		}
+		pk_close(&ps);
 	}
 
-	/* the seeds' neighbours */
+	/* the seeds' neighbours, best first: seed j's are nb_id/nb_sim[nb_start[j] .. nb_start[j + 1]) */
+	nb_start = palloc(sizeof(uint64) * (nseeds + 1));
 	if (nseeds > 0)
 	{
-		int64	   *seed_ids = palloc(sizeof(int64) * nseeds);
-		Datum		a[1];
+		PkScan		ps;
+		AttrNumber	an,
+					asim;
+		uint64		cap = 64;
 
+		nb_id = palloc(sizeof(int64) * cap);
+		nb_sim = palloc(sizeof(double) * cap);
+		pk_open(&ps, "item_neighbors");
+		an = column(&ps, "neighbor_id");
+		asim = column(&ps, "similarity");
 		for (j = 0; j < nseeds; j++)
-			seed_ids[j] = rated[j].movie_id;
-		a[0] = id_array(seed_ids, nseeds);
-		if (SPI_execute_plan(neighbors_plan, a, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not read the neighbours of the movies of user %lld", (long long) user_id);
-		nbt = SPI_tuptable;
-		nnb = SPI_processed;
+		{
+			nb_start[j] = nnb;
+			pk_rescan(&ps, rated[j].movie_id);
+			while (pk_next(&ps))
+			{
+				bool		isnull;
+
+				if (nnb == cap)
+				{
+					cap *= 2;
+					nb_id = repalloc_huge(nb_id, sizeof(int64) * cap);
+					nb_sim = repalloc_huge(nb_sim, sizeof(double) * cap);
+				}
+				nb_id[nnb] = DatumGetInt64(pk_get(&ps, an, &isnull));
+				nb_sim[nnb] = DatumGetFloat8(pk_get(&ps, asim, &isnull));
+				nnb++;
+			}
+		}
+		pk_close(&ps);
 	}
+	nb_start[nseeds] = nnb;
 
 	/* the candidate table */
 	popular = Min(d->n, POPULAR_POOL + nexcl);
@@ -939,57 +1096,31 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 	ct.n = 0;
 
 	/* neighbours: sum of w * sim over the seeds, in seed order; the biggest contribution says why */
-	if (nnb > 0)
+	for (j = 0; j < nseeds; j++)
 	{
-		int64	   *row_movie = palloc(sizeof(int64) * nnb);
+		const Rated *sd = &rated[j];
 
-		for (i = 0; i < nnb; i++)
+		for (i = nb_start[j]; i < nb_start[j + 1]; i++)
 		{
-			bool		isnull;
+			double		c = sd->w * nb_sim[i];
+			Cand	   *cd = cand_get(&ct, nb_id[i]);
 
-			row_movie[i] = DatumGetInt64(SPI_getbinval(nbt->vals[i], nbt->tupdesc, 1, &isnull));
-		}
-		for (j = 0; j < nseeds; j++)
-		{
-			const Rated *s = &rated[j];
-			uint64		lo = 0,
-						hi = nnb;
-
-			/* the first row of the seed (rows are by movie, then rank) */
-			while (lo < hi)
+			if (!cd->has_nb)
 			{
-				uint64		mid = (lo + hi) / 2;
-
-				if (row_movie[mid] < s->movie_id)
-					lo = mid + 1;
-				else
-					hi = mid;
+				cd->has_nb = true;
+				cd->nb_score = c;
+				cd->best = c;
+				cd->why = sd->movie_id;
+				cd->why_rating = sd->rating;
 			}
-			for (i = lo; i < nnb && row_movie[i] == s->movie_id; i++)
+			else
 			{
-				bool		isnull;
-				int64		nid = DatumGetInt64(SPI_getbinval(nbt->vals[i], nbt->tupdesc, 2, &isnull));
-				double		sim = DatumGetFloat8(SPI_getbinval(nbt->vals[i], nbt->tupdesc, 3, &isnull));
-				double		c = s->w * sim;
-				Cand	   *cd = cand_get(&ct, nid);
-
-				if (!cd->has_nb)
+				cd->nb_score += c;
+				if (c > cd->best || (c == cd->best && sd->movie_id < cd->why))
 				{
-					cd->has_nb = true;
-					cd->nb_score = c;
 					cd->best = c;
-					cd->why = s->movie_id;
-					cd->why_rating = s->rating;
-				}
-				else
-				{
-					cd->nb_score += c;
-					if (c > cd->best || (c == cd->best && s->movie_id < cd->why))
-					{
-						cd->best = c;
-						cd->why = s->movie_id;
-						cd->why_rating = s->rating;
-					}
+					cd->why = sd->movie_id;
+					cd->why_rating = sd->rating;
 				}
 			}
 		}

@@ -56,6 +56,9 @@ extern int	RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *ex
 /* Prepare a statement for the life of the backend, with a generic plan. */
 extern SPIPlanPtr RankKeepPlan(const char *sql, int nargs, Oid *types);
 
+/* The version of the user's profile (0: none) and the movies rated since the last aggregate. */
+extern void RankUserState(int64 user_id, int64 *version, int64 **recent, int *nrecent);
+
 /* Fill info[i] for ids[i] (found = false when the catalogue has no such movie). */
 extern void RankMovieInfo(const int64 *ids, int n, MovieInfo *info);
 

@@ -63,16 +63,7 @@ PG_FUNCTION_INFO_V1(recsys_recommend);
 PG_FUNCTION_INFO_V1(recsys_llm_status);
 PG_FUNCTION_INFO_V1(recsys_forget_cache);
 
-static SPIPlanPtr state_plan = NULL;
 static SPIPlanPtr taste_plan = NULL;
-
-/*
- * The user's state for the cache and the LLM: profile version (0: none), movies rated
- * with recsys_rate since the last aggregate, favourite genres, a few top movies.
- */
-static const char *const STATE_SQL =
-"SELECT coalesce((SELECT p.version FROM recsys.user_profiles p WHERE p.user_id = $1), 0),"
-"       ARRAY(SELECT r.movie_id FROM recsys.recent_ratings r WHERE r.user_id = $1)";
 
 /* What the LLM is told of the user: favourite genres and a few top movies. */
 static const char *const TASTE_SQL =
@@ -97,7 +88,6 @@ prepare_plan(void)
 
 	if (taste_plan)
 		return;
-	state_plan = RankKeepPlan(STATE_SQL, 1, stypes);
 	taste_plan = RankKeepPlan(TASTE_SQL, 1, stypes);
 }
 
@@ -289,19 +279,8 @@ int8_values(ArrayType *a, int *n)
 static void
 load_state(int64 user_id, UserState *st)
 {
-	Datum		v[1];
-	HeapTuple	t;
-	TupleDesc	d;
-	bool		isnull;
-
 	memset(st, 0, sizeof(*st));
-	v[0] = Int64GetDatum(user_id);
-	if (SPI_execute_plan(state_plan, v, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "could not read the state of user %lld", (long long) user_id);
-	t = SPI_tuptable->vals[0];
-	d = SPI_tuptable->tupdesc;
-	st->version = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
-	st->recent = int8_values(DatumGetArrayTypeP(SPI_getbinval(t, d, 2, &isnull)), &st->nrecent);
+	RankUserState(user_id, &st->version, &st->recent, &st->nrecent);
 }
 
 /* Read what the LLM is told of the user (only on a miss that asks it). */
