@@ -411,6 +411,19 @@ recsys_aggregate_progress(PG_FUNCTION_ARGS)
  * The SQL function: start the worker, wait, return its result or raise its error
  * ---------------------------------------------------------------------------------
  */
+/* Has the worker taken the call further than starting (done or failed)? */
+static bool
+agg_call_started(void *arg)
+{
+	AggCall    *call = arg;
+	int			state;
+
+	SpinLockAcquire(&call->mutex);
+	state = call->state;
+	SpinLockRelease(&call->mutex);
+	return state != AGG_STARTING;
+}
+
 Datum
 recsys_aggregate(PG_FUNCTION_ARGS)
 {
@@ -418,9 +431,8 @@ recsys_aggregate(PG_FUNCTION_ARGS)
 	TupleDesc	tupdesc;
 	dsm_segment *seg;
 	AggCall    *call;
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	int			state = AGG_STARTING;
+	RecsysWorkerLaunch launch;
+	int			state;
 	Datum		values[5];
 	bool		nulls[5] = {0};
 
@@ -450,78 +462,24 @@ recsys_aggregate(PG_FUNCTION_ARGS)
 	call->neighbors_min_common = recsys_neighbors_min_common;
 	call->neighbors_threads = recsys_neighbors_threads;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "recsys");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "AggregateWorkerMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "recsys aggregate for %s", call->submitted_by);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "recsys aggregate");
-	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("could not start the aggregate background worker"),
-				 errhint("Raise max_worker_processes, or wait for other recsys jobs to finish.")));
-
-	PG_TRY();
-	{
-		for (;;)
-		{
-			pid_t		pid;
-			BgwHandleStatus status;
-
-			SpinLockAcquire(&call->mutex);
-			state = call->state;
-			SpinLockRelease(&call->mutex);
-			if (state != AGG_STARTING)
-				break;
-			status = GetBackgroundWorkerPid(handle, &pid);
-			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
-			{
-				SpinLockAcquire(&call->mutex);
-				state = call->state;
-				SpinLockRelease(&call->mutex);
-				if (state != AGG_STARTING)
-					break;
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("the aggregate worker exited without finishing its run"),
-						 errhint("See the server log; the derived tables are unchanged.")));
-			}
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 100, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-	}
-	PG_CATCH();
-	{
-		/* cancelled while waiting: the run dies with us */
-		TerminateBackgroundWorker(handle);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	launch.function = "AggregateWorkerMain";
+	launch.name = psprintf("recsys aggregate for %s", call->submitted_by);
+	launch.type = "recsys aggregate";
+	launch.done = agg_call_started;
+	launch.arg = call;
+	launch.terminate_on_cancel = true;		/* cancelled while waiting: the run dies with us */
+	launch.poll_ms = 100;
+	launch.start_error = "could not start the aggregate background worker";
+	launch.start_hint = "Raise max_worker_processes, or wait for other recsys jobs to finish.";
+	launch.exit_error = "the aggregate worker exited without finishing its run";
+	launch.exit_hint = "See the server log; the derived tables are unchanged.";
+	RecsysRunWorker(&launch, seg);
+	SpinLockAcquire(&call->mutex);
+	state = call->state;
+	SpinLockRelease(&call->mutex);
 
 	if (state == AGG_FAILED)
-	{
-		char		message[1024],
-					detail[1024],
-					hint[512];
-		int			code = call->sqlerrcode ? call->sqlerrcode : ERRCODE_INTERNAL_ERROR;
-
-		strlcpy(message, call->message, sizeof(message));
-		strlcpy(detail, call->detail, sizeof(detail));
-		strlcpy(hint, call->hint, sizeof(hint));
-		dsm_detach(seg);
-		ereport(ERROR,
-				(errcode(code),
-				 errmsg_internal("%s", message),
-				 detail[0] ? errdetail_internal("%s", detail) : 0,
-				 hint[0] ? errhint("%s", hint) : 0));
-	}
+		RecsysRaiseWorkerError(seg, call->sqlerrcode, call->message, call->detail, call->hint);
 	values[0] = Int64GetDatum(call->objects);
 	values[1] = Int64GetDatum(call->events);
 	values[2] = Int64GetDatum(call->users);

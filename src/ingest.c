@@ -318,6 +318,25 @@ recsys_ingest_resume(PG_FUNCTION_ARGS)
  * Start an ingest worker for a new job on abspath (resume_job = 0) or to resume a
  * job, wait for it (async: until its job row is committed), and return its row.
  */
+/* What the caller of a job waits for: its end, or only its start when async. */
+typedef struct IngestWait
+{
+	IngestShared *sh;
+	bool		async;
+} IngestWait;
+
+static bool
+ingest_wait_over(void *arg)
+{
+	IngestWait *w = arg;
+	int			state;
+
+	SpinLockAcquire(&w->sh->mutex);
+	state = w->sh->state;
+	SpinLockRelease(&w->sh->mutex);
+	return state == INGEST_DONE || state == INGEST_FAILED || (w->async && state == INGEST_RUNNING);
+}
+
 static void
 run_ingest_job(FunctionCallInfo fcinfo, const char *abspath, bool async, bool stop_mode,
 			   int64 resume_job)
@@ -325,11 +344,11 @@ run_ingest_job(FunctionCallInfo fcinfo, const char *abspath, bool async, bool st
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	dsm_segment *seg;
 	IngestShared *sh;
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
+	IngestWait	wait;
+	RecsysWorkerLaunch launch;
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
-	int			state = INGEST_STARTING;
+	int			state;
 	char	   *props;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -359,83 +378,26 @@ run_ingest_job(FunctionCallInfo fcinfo, const char *abspath, bool async, bool st
 		strlcpy(sh->properties, props, sizeof(sh->properties));
 	}
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "recsys");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "IngestWorkerMain");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "recsys ingest for %s", sh->submitted_by);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "recsys ingest");
-	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
-	worker.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
-				 errmsg("could not start an ingest background worker"),
-				 errhint("Raise max_worker_processes, or wait for running jobs to finish.")));
-
-	PG_TRY();
-	{
-		for (;;)
-		{
-			pid_t		pid;
-			BgwHandleStatus status;
-
-			SpinLockAcquire(&sh->mutex);
-			state = sh->state;
-			SpinLockRelease(&sh->mutex);
-			if (state == INGEST_DONE || state == INGEST_FAILED)
-				break;
-			if (async && state == INGEST_RUNNING)
-				break;
-			status = GetBackgroundWorkerPid(handle, &pid);
-			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
-			{
-				SpinLockAcquire(&sh->mutex);
-				state = sh->state;
-				SpinLockRelease(&sh->mutex);
-				if (state == INGEST_DONE || state == INGEST_FAILED ||
-					(async && state == INGEST_RUNNING))
-					break;
-				ereport(ERROR,
-						(errcode(ERRCODE_INTERNAL_ERROR),
-						 errmsg("the ingest worker exited without finishing job %lld",
-								(long long) sh->job_id),
-						 errhint("See the server log.")));
-			}
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 200, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-			CHECK_FOR_INTERRUPTS();
-		}
-	}
-	PG_CATCH();
-	{
-		/* cancelled or failed while waiting: a synchronous job dies with us */
-		if (!async)
-			TerminateBackgroundWorker(handle);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	wait.sh = sh;
+	wait.async = async;
+	launch.function = "IngestWorkerMain";
+	launch.name = psprintf("recsys ingest for %s", sh->submitted_by);
+	launch.type = "recsys ingest";
+	launch.done = ingest_wait_over;
+	launch.arg = &wait;
+	launch.terminate_on_cancel = !async;	/* a synchronous job dies with its caller */
+	launch.poll_ms = 200;
+	launch.start_error = "could not start an ingest background worker";
+	launch.start_hint = "Raise max_worker_processes, or wait for running jobs to finish.";
+	launch.exit_error = "the ingest worker exited without finishing its job";
+	launch.exit_hint = "See the server log; recsys.ingest_jobs shows the job.";
+	RecsysRunWorker(&launch, seg);
+	SpinLockAcquire(&sh->mutex);
+	state = sh->state;
+	SpinLockRelease(&sh->mutex);
 
 	if (state == INGEST_FAILED)
-	{
-		char		message[1024],
-					detail[1024],
-					hint[512];
-		int			code = sh->sqlerrcode ? sh->sqlerrcode : ERRCODE_INTERNAL_ERROR;
-
-		strlcpy(message, sh->message, sizeof(message));
-		strlcpy(detail, sh->detail, sizeof(detail));
-		strlcpy(hint, sh->hint, sizeof(hint));
-		dsm_detach(seg);
-		ereport(ERROR,
-				(errcode(code),
-				 errmsg_internal("%s", message),
-				 detail[0] ? errdetail_internal("%s", detail) : 0,
-				 hint[0] ? errhint("%s", hint) : 0));
-	}
+		RecsysRaiseWorkerError(seg, sh->sqlerrcode, sh->message, sh->detail, sh->hint);
 
 	values[0] = Int64GetDatum(sh->job_id);
 	if (async && state != INGEST_DONE)

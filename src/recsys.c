@@ -3,7 +3,9 @@
  *
  * _PG_init reads like a table of contents: each module defines its settings, shared
  * memory and background workers in its own XxxInit(). Nothing here talks to a server:
- * connections are made lazily by the functions and workers that need them.
+ * connections are made lazily by the functions and workers that need them. It also
+ * holds what several modules share: the preload check, the test fault points, and the
+ * start of a dynamic worker that a SQL call hands its work to and waits for.
  */
 #include "postgres.h"
 
@@ -13,6 +15,8 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
 #include "storage/latch.h"
 #include "storage/pmsignal.h"
 
@@ -111,4 +115,79 @@ RecsysFaultPoint(const char *who, const char *point, bool release)
 		}
 	}
 	unlink(path);
+}
+
+/* Start the worker on seg and wait until l->done says so, the worker exits or we are cancelled. */
+void
+RecsysRunWorker(const RecsysWorkerLaunch *l, dsm_segment *seg)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "recsys");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", l->function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", l->name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", l->type);
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(seg));
+	worker.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("%s", l->start_error),
+				 errhint("%s", l->start_hint)));
+
+	PG_TRY();
+	{
+		while (!l->done(l->arg))
+		{
+			pid_t		pid;
+			BgwHandleStatus status = GetBackgroundWorkerPid(handle, &pid);
+
+			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+			{
+				/* it may have finished just before it exited */
+				if (l->done(l->arg))
+					break;
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("%s", l->exit_error),
+						 errhint("%s", l->exit_hint)));
+			}
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 l->poll_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_CATCH();
+	{
+		if (l->terminate_on_cancel)
+			TerminateBackgroundWorker(handle);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/* Raise the error a worker reported (copied out of seg first), detaching seg. */
+void
+RecsysRaiseWorkerError(dsm_segment *seg, int sqlerrcode, const char *message,
+					   const char *detail, const char *hint)
+{
+	char		m[1024],
+				d[1024],
+				h[512];
+
+	strlcpy(m, message, sizeof(m));
+	strlcpy(d, detail, sizeof(d));
+	strlcpy(h, hint, sizeof(h));
+	dsm_detach(seg);
+	ereport(ERROR,
+			(errcode(sqlerrcode ? sqlerrcode : ERRCODE_INTERNAL_ERROR),
+			 errmsg_internal("%s", m),
+			 d[0] ? errdetail_internal("%s", d) : 0,
+			 h[0] ? errhint("%s", h) : 0));
 }
