@@ -175,6 +175,7 @@ loader() {
         i=$((i + 1))
         (cd "$WORK/$name" && PGOPTIONS="$opts" "$PGBENCH" -n -M prepared -f "$script" -c "$clients" -j "$jobs" \
             -T "$CHUNK" -l --log-prefix="c$i" "$@" >"out.$i" 2>"err.$i"; echo $? >"rc.$i") || true
+        [ "$(cat "$WORK/$name/rc.$i")" = 0 ] || sleep 1 # a client that fails at once: do not spin
     done
     now >"$WORK/$name/end"
 }
