@@ -32,8 +32,10 @@
 #      ERROR/FATAL lines, exit status), the ingest's events = EVENTS with no reject, the
 #      aggregate read at least EVENTS events, no deadlock (pg_stat_database.deadlocks
 #      and "deadlock detected" in the server log), no lock wait of 200 ms or more
-#      ("still waiting" in the server log, any process); ERROR lines of the server log
-#      during the run are counted and shown, not checked.
+#      ("still waiting" in the server log, any process; waits for a relation extension
+#      lock, a backend adding a page to a table others insert into too, are counted
+#      apart and, with BENCH_STRICT_LOCKS=0, reported without failing the run); ERROR
+#      lines of the server log during the run are counted and shown, not checked.
 # Output: a summary on stdout, "# figure: NAME VALUE UNIT" lines, the JSON in
 # bench/load-last.json (BENCH_JSON), one JSON line appended to
 # $RECSYS_STACK_DIR/reliability-figures.jsonl.  Exit status 1 when a check failed.
@@ -59,6 +61,7 @@ MIN_LOAD=${BENCH_MIN_LOAD:-0}
 CHUNK=${BENCH_CHUNK:-5}
 LLM=${BENCH_LLM:-0}
 RATE_TPS=${BENCH_RATE_TPS:-}
+STRICT_LOCKS=${BENCH_STRICT_LOCKS:-1}
 OUT_JSON=${BENCH_JSON:-$HERE/load-last.json}
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -tA)
 PGBENCH=$(pg_config --bindir)/pgbench
@@ -224,6 +227,14 @@ hits=$(( $(metric cache hits) - h0 )) misses=$(( $(metric cache misses) - m0 ))
 cache_errors=$(( $(metric cache errors) - e0 )) llm_calls=$(( $(metric llm calls) - l0 ))
 tail -c +"$((log0 + 1))" "$SERVER_LOG" >"$WORK/server.log"
 lock_waits=$(grep -c 'still waiting for' "$WORK/server.log" || true)
+# of which waits for PostgreSQL's relation extension lock (a backend adding a page to a
+# table others insert into too): the holder was off CPU or stalled writing
+extension_waits=$(grep -c 'still waiting for ExclusiveLock on extension of relation' "$WORK/server.log" || true)
+other_waits=$((lock_waits - extension_waits))
+wait_relations=$(grep -oE 'still waiting for [A-Za-z]+ on [a-z ]*relation [0-9]+' "$WORK/server.log" |
+    awk '{ print $NF }' | sort -u | while read -r oid; do
+        "${PSQL[@]}" -c "SELECT coalesce((SELECT relnamespace::regnamespace || '.' || relname FROM pg_class WHERE oid = $oid), '$oid')"
+    done | tr '\n' ' ' | sed 's/ $//')
 deadlock_lines=$(grep -c 'deadlock detected' "$WORK/server.log" || true)
 server_errors=$(grep -cE '(ERROR|FATAL|PANIC):' "$WORK/server.log" || true)
 
@@ -260,7 +271,11 @@ case "$sync_out" in failed*) problems+=("archive sync $sync_out") ;; esac
 [[ "${agg_events:-x}" =~ ^[0-9]+$ ]] && [ "$agg_events" -ge "$EVENTS" ] || problems+=("aggregate: $agg (want at least $EVENTS events)")
 [ "$((dl1 - dl0))" -eq 0 ] || problems+=("pg_stat_database.deadlocks grew by $((dl1 - dl0))")
 [ "$deadlock_lines" -eq 0 ] || problems+=("$deadlock_lines 'deadlock detected' lines in the server log")
-[ "$lock_waits" -eq 0 ] || problems+=("$lock_waits lock waits of 200 ms or more ('still waiting' in the server log)")
+[ "$other_waits" -eq 0 ] || problems+=("$other_waits lock waits of 200 ms or more ('still waiting' in the server log), not counting relation extension")
+if [ "$extension_waits" -gt 0 ]; then
+    msg="$extension_waits waits of 200 ms or more for a relation extension lock ($wait_relations)"
+    if [ "$STRICT_LOCKS" = 1 ]; then problems+=("$msg"); else warn "$msg (BENCH_STRICT_LOCKS=0: reported, not a failure)"; fi
+fi
 for name in recommend rate; do
     if [ -n "$(cat "$WORK/$name"/err.* 2>/dev/null)" ]; then
         echo "load: $name clients' stderr (first lines):" >&2
@@ -290,6 +305,7 @@ json=$(jq -cn \
     --argjson rate_busy_p99 "$rate_busy_p99" \
     --argjson hits "$hits" --argjson misses "$misses" --argjson cache_errors "$cache_errors" --argjson llm_calls "$llm_calls" \
     --argjson deadlocks "$((dl1 - dl0))" --argjson deadlock_lines "$deadlock_lines" --argjson lock_waits "$lock_waits" \
+    --argjson extension_waits "$extension_waits" --arg wait_relations "$wait_relations" \
     --argjson server_errors "$server_errors" \
     --args '{bench: "load", status: $status, when: $when, cpus: $cpus, events: $events, base_events: $base,
         users: $users, fresh_stack: ($reset == 1), llm: ($llm == 1),
@@ -302,6 +318,7 @@ json=$(jq -cn \
                p99_ms: $rate_p99, max_ms: $rate_max, p99_ms_during_ingest_and_aggregate: $rate_busy_p99},
         cache: {hits: $hits, misses: $misses, errors: $cache_errors}, llm_calls: $llm_calls,
         deadlocks: $deadlocks, deadlock_log_lines: $deadlock_lines, lock_waits_200ms: $lock_waits,
+        lock_waits_200ms_relation_extension: $extension_waits, lock_wait_relations: $wait_relations,
         server_log_errors: $server_errors, problems: $ARGS.positional}' "${problems[@]}")
 echo "$json" | jq . >"$OUT_JSON"
 echo "$json" >>"$RECSYS_STACK_DIR/reliability-figures.jsonl"
@@ -317,14 +334,15 @@ Load run of $(date -u '+%Y-%m-%d %H:%M') UTC, $(nproc) CPUs: base $BASE ratings,
 
 ingest ${ingest_s} s ($out), archive sync ${archive_s} s, aggregate ${aggregate_s} s ($agg); prepare ${prep_s} s
 cache hits $hits, misses $misses, errors $cache_errors; LLM calls $llm_calls
-deadlocks $((dl1 - dl0)) (log lines $deadlock_lines), lock waits >= 200 ms $lock_waits, server log errors $server_errors
+deadlocks $((dl1 - dl0)) (log lines $deadlock_lines), lock waits >= 200 ms $lock_waits (relation extension $extension_waits${wait_relations:+: $wait_relations}), server log errors $server_errors
 EOF
 for f in "recommend.calls $rec_tx calls" "recommend.errors $rec_err errors" "recommend.calls_per_s $rec_tps calls/s" \
     "recommend.p50 $rec_p50 ms" "recommend.p95 $rec_p95 ms" "recommend.p99 $rec_p99 ms" \
     "rate.calls $rate_tx calls" "rate.errors $rate_err errors" "rate.calls_per_s $rate_tps calls/s" \
     "rate.p50 $rate_p50 ms" "rate.p95 $rate_p95 ms" "rate.p99 $rate_p99 ms" \
     "ingest $ingest_s s" "archive_sync $archive_s s" "aggregate $aggregate_s s" \
-    "deadlocks $((dl1 - dl0)) count" "lock_waits_200ms $lock_waits count"; do
+    "deadlocks $((dl1 - dl0)) count" "lock_waits_200ms $lock_waits count" \
+    "lock_waits_200ms_relation_extension $extension_waits count"; do
     echo "# figure: load.$EVENTS.$f"
 done
 if [ "$status" != ok ]; then
