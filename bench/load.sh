@@ -231,7 +231,7 @@ lock_waits=$(grep -c 'still waiting for' "$WORK/server.log" || true)
 # table others insert into too): the holder was off CPU or stalled writing
 extension_waits=$(grep -c 'still waiting for ExclusiveLock on extension of relation' "$WORK/server.log" || true)
 other_waits=$((lock_waits - extension_waits))
-wait_relations=$(grep -oE 'still waiting for [A-Za-z]+ on [a-z ]*relation [0-9]+' "$WORK/server.log" |
+wait_relations=$({ grep -oE 'still waiting for [A-Za-z]+ on [a-z ]*relation [0-9]+' "$WORK/server.log" || true; } |
     awk '{ print $NF }' | sort -u | while read -r oid; do
         "${PSQL[@]}" -c "SELECT coalesce((SELECT relnamespace::regnamespace || '.' || relname FROM pg_class WHERE oid = $oid), '$oid')"
     done | tr '\n' ' ' | sed 's/ $//')
