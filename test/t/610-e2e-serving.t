@@ -95,10 +95,12 @@ latency() {
 
 # ---- 1. the data through the pipeline, and the short load test ----------------------
 agg_isolate
+diag "isolated world ready after ${SECONDS} s"
 out=$(BENCH_RESET=0 BENCH_STRICT_LOCKS=0 BENCH_JSON="$WORK/load.json" BENCH_DIR=${BENCH_DIR:-/tmp/recsys-bench} BENCH_BASE=100000 \
       BENCH_REC_CLIENTS=16 BENCH_RATE_CLIENTS=4 BENCH_WARMUP=3 BENCH_TAIL=3 BENCH_MIN_LOAD=20 BENCH_CHUNK=3 \
       bash "$REPO_DIR/bench/load.sh" 150000 2>&1)
 rc=$?
+diag "bench/load.sh done after ${SECONDS} s"
 ok $rc "bench/load.sh 150000 (16 recommend + 4 rate clients during the ingest and the aggregate) passed its checks"
 [ $rc -eq 0 ] || echo "$out" | tail -n 30 | sed 's/^/#   /'
 echo "$out" | grep -E '^(# figure:|\| recsys_|ingest |cache hits|deadlocks)' | sed 's/^# //; s/^/# /'
@@ -154,6 +156,8 @@ diag "latency before the kill: $(latency redis "finished < '$t_kill'")"
 diag "latency while Redis was down: $(latency redis "started > '$t_kill' AND finished < '$t_start'")"
 diag "latency after the restart: $(latency redis "started > '$t_start'")"
 
+diag "Redis part done after ${SECONDS} s"
+
 # ---- 3. the LLM's faults under load (cache off: every call asks the LLM) --------------
 curl -fsS -X POST -H 'Content-Type: application/json' -d '{"mode": "ok", "reset_stats": true}' "$CONTROL" >/dev/null
 LLMOPTS="-c recsys.redis_url= -c recsys.llm_timeout=1s"
@@ -190,5 +194,6 @@ mode llm-healthy-again ok ok
 stats=$(curl -fsS "$CONTROL/stats")
 like "$stats" '"rejected": 0' "the LLM test server rejected no request recsys sent"
 is "$(psql_val "SELECT count(*) FROM public.e2e_calls WHERE phase LIKE 'llm-%' AND n <> 5")" 0 "every LLM-phase call answered 5 rows"
+diag "LLM part done after ${SECONDS} s"
 
 done_testing
