@@ -49,6 +49,8 @@ run() {
           -T "$SECONDS_PER_RUN" -l 2>&1)
     local tps
     tps=$(sed -nE 's/^tps = ([0-9.]+).*/\1/p' <<<"$out" | tail -n 1)
+    tps=$(printf '%.0f' "${tps:-0}")
+    tps=$(printf "%.0f" "$tps")
     echo "$tps $(percentiles "$logdir")"
     rm -rf "$logdir"
 }
