@@ -139,14 +139,16 @@ check_archive_e2e() {
         END {
             for (id in acc) { if (!(id in n)) missing++; else if (acc[id] == sc) { got++; res += n[id] - 1 } }
             for (id in n) { dup += n[id] - 1
-                if (!(id in acc)) { if (body[id] in dbt) { printf "%s %s\n", body[id], dbt[body[id]] > pres; present++ } else unknown++ } }
+                if (!(id in acc)) { if (body[id] in dbt) { printf "%s %s\n", body[id], dbt[body[id]] > pres
+                                                         split(dbt[body[id]], d, " "); if (d[1] == sc) present++ }
+                                  else unknown++ } }
             print lines + 0, length(n) + 0, missing + 0, unknown + 0, conflict + 0, dup + 0, got + 0, res + 0, present + 0
         }' "$E/accepted" "$E/doubt" "$E/archived")
     read -r FIG_LINES FIG_DISTINCT missing unknown conflict FIG_DUPS FIG_ARCHIVED FIG_RESENDS FIG_PRESENT <<<"$res"
     is "$missing" 0 "$name: every accepted event is in the archive ($(wc -l <"$E/accepted") accepted so far)"
     is "$unknown" 0 "$name: every archived event was accepted or is a call in doubt"
     is "$conflict" 0 "$name: an event id archived twice carries the same event"
-    diag "$name: archive holds $FIG_LINES lines, $FIG_DISTINCT distinct events, $FIG_DUPS resends in all ($FIG_RESENDS of this scenario's events), $FIG_PRESENT calls in doubt present"
+    diag "$name: archive holds $FIG_LINES lines, $FIG_DISTINCT distinct events, $FIG_DUPS resends in all ($FIG_RESENDS of this scenario's events), $FIG_PRESENT of this scenario's calls in doubt present"
 }
 
 # expected_ratings: the latest-wins reduction of the accepted events and the calls in
@@ -207,11 +209,12 @@ check_recovered() {
 }
 
 # figure SCENARIO TAG FAULTS [RECOVERY]: the figures of the scenario whose events are
-# tagged TAG, as a diag line and a JSON line
+# tagged TAG, as a diag line and a JSON line; recovery_s counts from the restart of the
+# part (its start command), part_start_s is how long that command took (FIG_PART)
 figure() {
     local rec=${4:-$FIG_RECOVERY} in
     in=$(awk -v sc="$2" '$2 == sc' "$E/accepted" | wc -l | tr -d ' ')
-    diag "figure: scenario=$1 events_in=$in archived=$FIG_ARCHIVED resends=$FIG_RESENDS in_doubt_present=$FIG_PRESENT faults=$3 recovery_s=$rec"
-    printf '{"suite":"600","scenario":"%s","events_in":%s,"archived":%s,"resends":%s,"faults":%s,"recovery_s":%s,"at":"%s"}\n' \
-        "$1" "$in" "$FIG_ARCHIVED" "$FIG_RESENDS" "$3" "$rec" "$(date -u +%FT%TZ)" >>"$FIGURES"
+    diag "figure: scenario=$1 events_in=$in archived=$FIG_ARCHIVED resends=$FIG_RESENDS in_doubt_present=$FIG_PRESENT faults=$3 recovery_s=$rec part_start_s=$FIG_PART"
+    printf '{"suite":"600","scenario":"%s","events_in":%s,"archived":%s,"resends":%s,"faults":%s,"recovery_s":%s,"part_start_s":%s,"at":"%s"}\n' \
+        "$1" "$in" "$FIG_ARCHIVED" "$FIG_RESENDS" "$3" "$rec" "$FIG_PART" "$(date -u +%FT%TZ)" >>"$FIGURES"
 }
