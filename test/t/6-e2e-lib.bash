@@ -28,8 +28,11 @@ FIGURES=${RECSYS_STACK_DIR:-/var/tmp/recsys-stack}/reliability-figures.jsonl
 PGLOG=${RECSYS_STACK_DIR:-/var/tmp/recsys-stack}/logs/postgres.log
 cc -O2 -o "$E/gen_ratings" "$REPO_DIR/bench/gen_ratings.c" || { echo "Bail out! cannot build gen_ratings"; exit 1; }
 E2E_MOVIES=2000
+# the suite's ingest sessions wait up to 10 s for Kafka (the stack's 5 s is short on a
+# loaded 2-core machine: a job or a resume could fail without a fault)
+KTIMEOUT="SET recsys.kafka_timeout = '10s';"
 # a producer held to some 20,000 events a second, so that a fault lands mid-job
-THROTTLE="SET recsys.kafka_properties = 'queue.buffering.max.messages=1000,linger.ms=20';"
+THROTTLE="$KTIMEOUT SET recsys.kafka_properties = 'queue.buffering.max.messages=1000,linger.ms=20';"
 
 now() { echo "$EPOCHREALTIME"; }
 secs_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }'; }
@@ -44,6 +47,12 @@ e2e_cleanup() {
     psql -X -qtA -c "ALTER SYSTEM RESET recsys.archive_flush_events" >/dev/null 2>&1
     restore_defaults
     agg_restore
+    # the suite's topic goes: a Kafka killed with -9 recovers every partition at its
+    # restart, so the topics of earlier runs would make each restart slower
+    if [ -n "${T:-}" ]; then
+        wait_for 60 bash -c "psql -X -qtA -c \"SELECT count(*) FROM recsys.status WHERE metric LIKE '$T/%'\" | grep -qx 0"
+        kafka_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BROKERS" --delete --topic "$T" >/dev/null 2>&1
+    fi
     rm -rf "$E"
 }
 

@@ -43,7 +43,7 @@ resume_if_failed() {
     FIG_RESUMES=0
     for try in 1 2 3; do
         [ "$(job_status "$2")" = failed ] || break
-        res=$(psql -X -qtA -F ' ' -c "SELECT events, rejected FROM recsys_ingest_resume($2)" 2>&1)
+        res=$(psql -X -qtA -F ' ' -c "$KTIMEOUT" -c "SELECT events, rejected FROM recsys_ingest_resume($2)" 2>&1)
         FIG_RESUMES=$try
         [ "$res" = "$(lines_of "$3") 0" ] && break
         diag "$1: resume $try of job $2 failed: $(head -n 1 <<<"$res")"
@@ -131,7 +131,7 @@ figure minio-kill-archive minio-archive 1
 diag "scenario 3 begins at ${SECONDS}s"
 set_conf recsys.archive_flush_events 150     # many objects: reading them takes a while
 gen_csv "$E/s3.csv" "$SMALL" 33 3000000
-is "$(psql -X -qtA -F ' ' -c "SELECT events, rejected FROM recsys_ingest_csv('$E/s3.csv')")" "$(lines_of "$E/s3.csv") 0" "minio-aggregate: the file is ingested"
+is "$(psql -X -qtA -F ' ' -c "$KTIMEOUT" -c "SELECT events, rejected FROM recsys_ingest_csv('$E/s3.csv')")" "$(lines_of "$E/s3.csv") 0" "minio-aggregate: the file is ingested"
 job=$(psql_val "SELECT max(job_id) FROM recsys.ingest_jobs")
 accept_job "$job" "$E/s3.csv" minio-aggregate
 sync_archive minio-aggregate
