@@ -129,7 +129,7 @@ figure minio-kill-archive minio-archive 1
 
 # ---- 3. MinIO killed during an aggregate's reads ----------------------------------
 diag "scenario 3 begins at ${SECONDS}s"
-set_conf recsys.archive_flush_events 150     # many objects: reading them takes a while
+set_conf recsys.archive_flush_events 80      # many objects (about 630): reading them takes a while
 gen_csv "$E/s3.csv" "$SMALL" 33 3000000
 is "$(psql -X -qtA -F ' ' -c "$KTIMEOUT" -c "SELECT events, rejected FROM recsys_ingest_csv('$E/s3.csv')")" "$(lines_of "$E/s3.csv") 0" "minio-aggregate: the file is ingested"
 job=$(psql_val "SELECT max(job_id) FROM recsys.ingest_jobs")
