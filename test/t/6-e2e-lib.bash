@@ -213,6 +213,7 @@ check_recovered() {
     wait_for 120 healthy
     ok $? "$1: the workers recovered on their own: archiver and relay running, status ok, lag 0"
     FIG_RECOVERY=$(secs_since "$2")
+    diag "$1: healthy with lag 0 ${FIG_RECOVERY}s after the restart"
     healthy || psql -X -qtA -c "SELECT component, metric, value FROM recsys.status WHERE component IN ('archiver', 'event_log')" | sed 's/^/#   /'
     is "$(psql_val "SELECT count(*) FROM recsys.outbox")" 0 "$1: the outbox is empty"
 }
