@@ -2012,8 +2012,10 @@ recsys_archive_status(PG_FUNCTION_ARGS)
 			psprintf(INT64_FORMAT, p->committed));
 		ROW("event_log", psprintf("%s/%d end_offset", copy->topic, p->partition),
 			psprintf(INT64_FORMAT, p->high));
+		/* an end offset below the archived one is an old answer (Kafka restarted): not lag 0 */
 		ROW("event_log", psprintf("%s/%d lag", copy->topic, p->partition),
-			p->high >= 0 && p->committed >= 0 ? psprintf(INT64_FORMAT, Max(p->high - p->committed, 0)) : "unknown");
+			p->high >= 0 && p->committed >= 0 && p->high >= p->committed ?
+			psprintf(INT64_FORMAT, p->high - p->committed) : "unknown");
 	}
 	return (Datum) 0;
 }
