@@ -16,7 +16,9 @@
 #      catalogue, recsys_aggregate(rebuild => true)): the same recommendations, and the
 #      rebuild moves the id sequences past every archived id, so a new rating is not
 #      taken for a duplicate of an old event and survives the next rebuild.
-# The stack is left as found: database recsys with both extensions, default settings.
+# The stack is left as found: database recsys with both extensions, default settings,
+# the workers and pg_cron's scheduler running (the drop ends the latter: README's steps
+# restart the server).
 source "$(dirname "$0")/2-archive-lib.bash"
 T=dr630-$$-$RANDOM
 B=dr630-$$-$RANDOM
@@ -27,6 +29,8 @@ dr_restore() {
               -c "CREATE EXTENSION pg_cron SCHEMA public"; } >/dev/null 2>&1
     psql -X -qtA -c "ALTER SYSTEM RESET recsys.s3_bucket" >/dev/null 2>&1
     restore_defaults
+    [ "$(psql -X -qtA -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'")" = 1 ] ||
+        { "$STACK" stop postgres; "$STACK" start postgres; } >/dev/null 2>&1
     S3_BUCKET=$B "$S3_TOOL" rmall "events/" >/dev/null 2>&1
     rm -rf "$tmp"
 }
@@ -51,6 +55,11 @@ offsets() {
 now_ms() { date +%s%3N; }
 secs_since() { awk -v a="$1" -v b="$(now_ms)" 'BEGIN { printf "%.1f", (b - a) / 1000 }'; }
 objects() { S3_BUCKET=$B "$S3_TOOL" list "events/"; }
+# restart_pg: the README's restart; true when pg_cron's scheduler and the archiver run again
+restart_pg() {
+    "$STACK" stop postgres >/dev/null 2>&1 && "$STACK" start postgres >/dev/null 2>&1 &&
+        wait_for 60 bash -c "psql -X -qtA -c \"SELECT count(*) FROM pg_stat_activity WHERE backend_type IN ('pg_cron launcher', 'recsys archiver')\" | grep -qx 2"
+}
 drop_db() {
     psql -X -q -d postgres -c "DROP DATABASE recsys WITH (FORCE)" >/dev/null
 }
@@ -126,6 +135,8 @@ cmp -s "$tmp/objects.before" <(objects); ok $? "the store holds the same objects
 t0=$(now_ms)
 drop_db && createdb recsys && pg_restore --single-transaction --exit-on-error -d recsys "$tmp/recsys.dump"
 ok $? "README: DROP DATABASE, createdb, pg_restore --single-transaction --exit-on-error"
+restart_pg
+ok $? "README: the server restarted; pg_cron's scheduler runs again"
 wait_for 60 on_topic
 ok $? "the workers start on the restored database"
 is "$(psql_val "SELECT last_value FROM recsys.rating_event_id_seq")" "$seq_before" "recsys.rating_event_id_seq restored"
@@ -162,6 +173,10 @@ drop_db && createdb recsys && psql -X -q -v ON_ERROR_STOP=1 -c "SET client_min_m
     -c "CREATE EXTENSION recsys" -c "CREATE EXTENSION pg_cron SCHEMA public" >/dev/null
 ok $? "README: a new database and a new extension"
 is "$(psql_val "SELECT recsys_load_movies('$tmp/movies.csv')")" 300 "README: the catalogue loaded again"
+is "$(psql -X -qtA -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'")" 0 \
+    "the drop ended pg_cron's scheduler, which does not come back by itself"
+restart_pg
+ok $? "README: the server restarted; pg_cron's scheduler runs again"
 wait_for 60 on_topic
 psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
 like "$(psql_val "SELECT events FROM recsys_aggregate(rebuild => true)")" '^[0-9]+$' "README: recsys_aggregate(rebuild => true) from the store"
