@@ -8,7 +8,9 @@
 # (n = 10: rank, movie and reason) are recorded, then the database is dropped and:
 #  (a) restored from pg_dump -Fc with pg_restore --single-transaction: the workers do
 #      not archive into the half-restored database (a restore held open after CREATE
-#      EXTENSION leaves the manifest, the offsets and the store as they were), the id
+#      EXTENSION leaves the manifest, the offsets and the store as they were; so does
+#      one in many transactions by a session named pg_restore, which the archiver
+#      waits for), the id
 #      sequences come back (a new recsys_rate and a new ingest job get ids above every
 #      old one), new events are archived exactly once, and after a rebuild the
 #      recommendations equal those before;
@@ -130,6 +132,26 @@ psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
 cmp -s "$tmp/manifest.before" <(manifest); ok $? "the manifest is as dumped: nothing archived into the half-restored database"
 cmp -s "$tmp/offsets.before" <(offsets); ok $? "the offsets are as dumped"
 cmp -s "$tmp/objects.before" <(objects); ok $? "the store holds the same objects: nothing archived again from offset 0"
+
+# a restore in many transactions, held open the same way, by a session named pg_restore
+# (pg_restore without --single-transaction): the archiver waits until it disconnects
+drop_db && createdb recsys
+PGAPPNAME=pg_restore psql -X -q -f "$tmp/restore.sql" >"$tmp/restore2.out" 2>&1 &
+restore_pid=$!
+wait_for 30 bash -c "psql -X -qtA -c \"SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(8)%' AND state = 'active'\" | grep -q 1"
+ok $? "a restore in many transactions is held open after CREATE EXTENSION recsys"
+sleep 4
+is "$(psql -X -qtA -c "SELECT count(*) FROM pg_extension WHERE extname = 'recsys'")" 1 "meanwhile the extension is visible"
+wait "$restore_pid"
+is "$(grep -c ERROR "$tmp/restore2.out")" 0 "the restore ends without an error (no key the archiver took first)"
+grep -E 'ERROR' "$tmp/restore2.out" | head -n 3 | sed 's/^/# /'
+wait_for 60 on_topic
+psql_val "SELECT recsys_archive_sync('60 s')" >/dev/null
+cmp -s "$tmp/manifest.before" <(manifest); ok $? "the manifest is as dumped: the archiver waited for pg_restore"
+cmp -s "$tmp/offsets.before" <(offsets); ok $? "the offsets are as dumped"
+cmp -s "$tmp/objects.before" <(objects); ok $? "the store holds the same objects"
+like "$(grep -c 'recsys archiver waiting for pg_restore to finish' "${RECSYS_STACK_DIR:-/var/tmp/recsys-stack}/logs/postgres.log")" '^[1-9]' \
+    "the archiver logged that it waits for pg_restore"
 
 # the documented steps, exactly
 t0=$(now_ms)
