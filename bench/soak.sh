@@ -112,7 +112,13 @@ awk -v users=$USERS -v movies=$MOVIES 'BEGIN { srand(42); print "userId,movieId,
         printf "%d,%d,%.1f,%d\n", u, m, r, 1500000000 + u * 100 + k } }' >"$W/ratings.csv"
 chmod 0644 "$W"/*.csv
 "${PSQL[@]}" -c "SELECT recsys_load_movies('$W/movies.csv')" >/dev/null || exit 2
-"${PSQL[@]}" -c "SELECT events FROM recsys_ingest_csv('$W/ratings.csv')" >/dev/null || exit 2
+# a loaded machine may time a fresh topic's first deliveries out: up to 3 jobs
+for try in 1 2 3; do
+    "${PSQL[@]}" -c "SELECT events FROM recsys_ingest_csv('$W/ratings.csv')" >/dev/null && break
+    [ "$try" -lt 3 ] || exit 2
+    say "initial ingest failed, again"
+    sleep 5
+done
 "${PSQL[@]}" -c "SELECT recsys_archive_sync('120 s')" >/dev/null || exit 2
 "${PSQL[@]}" -c "SELECT events FROM recsys_aggregate()" >/dev/null || exit 2
 "${PSQL[@]}" -c "SELECT recsys_schedule('* * * * *')" >/dev/null || exit 2
