@@ -189,7 +189,7 @@ STOP=$(date +%s)
 psql -X -qtA -F ',' -c "SELECT run_id, status, extract(epoch FROM started_at)::bigint, coalesce(extract(epoch FROM finished_at)::bigint, 0),
         events, coalesce(peak_memory_bytes, 0), coalesce(replace(error, ',', ';'), '') FROM recsys.aggregate_runs
         WHERE started_at >= to_timestamp($START) ORDER BY run_id" >"$W/runs.csv"
-psql -X -qtA -F ',' -c "SELECT status, count(*), coalesce(sum(events), 0) FROM recsys.ingest_jobs WHERE started_at >= to_timestamp($START) GROUP BY 1" >"$W/jobs.csv"
+psql -X -qtA -F ',' -c "SELECT status, count(*), coalesce(sum(events), 0) FROM recsys.ingest_jobs WHERE started_at >= to_timestamp($START + 1) GROUP BY 1" >"$W/jobs.csv"
 cat "$W"/errors.* 2>/dev/null | grep -E 'ERROR|FATAL' >"$W/client_errors" || true
 tail -c +$((LOG_FROM + 1)) "$LOG" 2>/dev/null | grep -E '(ERROR|FATAL|PANIC): ' >"$W/log_errors" || true
 ratings=$(psql -X -qtA -c "SELECT count(*) FROM recsys.ratings")
