@@ -136,6 +136,7 @@ static void fail_run(AggRun *run, ErrorData *edata);
 static int64 peak_memory_bytes(void);
 static void free_run(AggRun *run);
 static void analyze_changed(AggRun *run);
+static void advance_id_sequences(AggRun *run);
 
 /* The crash and cancel suites' pause points (recsys.c), released by the suite. */
 void
@@ -656,6 +657,7 @@ do_run(AggRun *run, AggCall *call)
 	AggUpdateNeighbors(run);
 	AggRecordObjects(run);
 	analyze_changed(run);
+	advance_id_sequences(run);
 	AggFaultPoint("before_commit");
 
 	AggProgressPhase("committing");
@@ -697,6 +699,38 @@ do_run(AggRun *run, AggCall *call)
 					(long long) run->duplicates, (long long) run->nchanges,
 					(long long) run->users, (long long) run->movies,
 					run->neighbors_refreshed ? ", neighbours recomputed" : "")));
+}
+
+/*
+ * Move recsys.rating_event_id_seq and recsys.ingest_jobs_job_id_seq past the largest
+ * real-time id and job id the run read, when they are behind: a database recreated
+ * from the object store (a rebuild into a new extension) must never hand out an
+ * event id the archive holds already, or the aggregate would drop the new event as a
+ * duplicate.  setval is not transactional: a failed run leaves the sequences ahead,
+ * which only skips ids.
+ */
+static void
+advance_id_sequences(AggRun *run)
+{
+	static const char *const seqs[2] = {"recsys.rating_event_id_seq", "recsys.ingest_jobs_job_id_seq"};
+	int64		maxima[2] = {run->max_rt_event_id, run->max_job_id};
+	int			i;
+
+	for (i = 0; i < 2; i++)
+	{
+		char		q[384];
+		Oid			types[1] = {INT8OID};
+		Datum		values[1];
+
+		if (maxima[i] <= 0)
+			continue;
+		values[0] = Int64GetDatum(maxima[i]);
+		snprintf(q, sizeof(q),
+				 "SELECT pg_catalog.setval('%s', $1) FROM %s"
+				 " WHERE last_value < $1 OR (NOT is_called AND last_value = $1)", seqs[i], seqs[i]);
+		if (SPI_execute_with_args(q, 1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not advance %s", seqs[i]);
+	}
 }
 
 /* Transaction 3, after a failure: record it on the run's row. */

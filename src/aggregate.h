@@ -98,6 +98,10 @@ typedef struct AggRun
 	int64		movies;
 	bool		neighbors_refreshed;
 	int64		ratings_total;	/* rows of recsys.ratings after the run */
+
+	/* the largest ids read, so the sequences never hand them out again */
+	int64		max_rt_event_id;	/* real-time (recsys_rate, inbox, forget), 0 none */
+	int64		max_job_id;		/* ingest job (event id / 10^10), 0 none */
 } AggRun;
 
 /*

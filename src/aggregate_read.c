@@ -26,6 +26,7 @@
 
 #include "aggregate.h"
 #include "cache.h"
+#include "ingest_event.h"
 
 typedef struct StreamMap
 {
@@ -265,6 +266,10 @@ event_cb(const EventRecord *ev, int64 line, void *arg)
 	AggRun	   *run = ps->run;
 	AggEvent   *e;
 
+	if (ev->event_id < INGEST_EVENT_ID_FACTOR)
+		run->max_rt_event_id = Max(run->max_rt_event_id, ev->event_id);
+	else
+		run->max_job_id = Max(run->max_job_id, ev->event_id / INGEST_EVENT_ID_FACTOR);
 	if (ev->forget)
 	{
 		/* a tombstone: remembered apart (aggregate_ratings.c applies it) */

@@ -36,6 +36,9 @@
  *   about, marked resolved when that component works again, for recsys.status.  Offsets that Kafka's retention
  *   deleted before they were archived are recorded in recsys.archive_gaps with a
  *   WARNING, never skipped in silence.
+ * - Start: a worker waits for CREATE EXTENSION recsys in recsys.database, and while a
+ *   pg_restore session is connected to it (a restore that is not one transaction
+ *   shows the extension before the offsets are in).
  * - Signals: SIGHUP reloads the settings (a switch between Kafka and the queue
  *   restarts the worker); SIGTERM flushes, bounded to 4 s, and exits.  Any PostgreSQL
  *   error exits the worker, which the postmaster restarts after 1 s.
@@ -211,6 +214,7 @@ static void archiver_detach(int code, Datum arg);
 static int	archiver_interrupt(void *arg);
 static void load_settings(void);
 static bool wait_for_extension(void);
+static bool restore_connected(void);
 static void kafka_loop(void);
 static void queue_loop(void);
 static void idle_loop(void);
@@ -401,15 +405,43 @@ reload_if_asked(bool kafka_mode)
 		(!kafka_mode || strcmp(topic, recsys_kafka_topic) == 0);
 }
 
-/* Wait until CREATE EXTENSION recsys has run in the database; false on SIGTERM. */
+/*
+ * Is a pg_restore session connected to our database?  A restore that is not one
+ * transaction shows the extension, with empty offsets, before its data is in: the
+ * worker must not start on it (it would archive the topic again from offset 0).
+ */
+static bool
+restore_connected(void)
+{
+	int			n = pgstat_fetch_stat_numbackends();
+	int			i;
+
+	for (i = 1; i <= n; i++)
+	{
+		LocalPgBackendStatus *l = pgstat_fetch_stat_local_beentry(i);
+
+		if (l != NULL && l->backendStatus.st_databaseid == MyDatabaseId &&
+			l->backendStatus.st_appname != NULL &&
+			strcmp(l->backendStatus.st_appname, "pg_restore") == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Wait until CREATE EXTENSION recsys has run in the database and no pg_restore is
+ * connected to it; false on SIGTERM.
+ */
 static bool
 wait_for_extension(void)
 {
 	bool		logged = false;
+	bool		logged_restore = false;
 
 	for (;;)
 	{
 		bool		ready;
+		bool		restoring = false;
 
 		if (got_sigterm)
 			return false;
@@ -422,14 +454,23 @@ wait_for_extension(void)
 		StartTransactionCommand();
 		ready = OidIsValid(get_namespace_oid("recsys", true)) &&
 			OidIsValid(get_relname_relid("archive_offsets", get_namespace_oid("recsys", true)));
+		if (ready)
+			restoring = restore_connected();
 		CommitTransactionCommand();
-		if (ready && !RecoveryInProgress())
+		if (ready && !restoring && !RecoveryInProgress())
 			return true;
-		if (!logged)
+		if (restoring && !logged_restore)
+			ereport(LOG,
+					(errmsg("recsys archiver waiting for pg_restore to finish in database \"%s\"",
+							recsys_database)));
+		logged_restore |= restoring;
+		if (!logged && !restoring)
+		{
 			ereport(LOG,
 					(errmsg("recsys archiver waiting for CREATE EXTENSION recsys in database \"%s\"",
 							recsys_database)));
-		logged = true;
+			logged = true;
+		}
 		sleep_ms(2000);
 	}
 }
