@@ -558,7 +558,18 @@ current_data(void)
 	if (CallData == NULL)
 		elog(ERROR, "RankBeginCall() was not called");
 	if (!CallData->loaded)
+	{
+		/*
+		 * The kept copy is read through a snapshot taken now, after its generation was
+		 * read, not the statement's (older, in a long statement): so it holds at least
+		 * what every commit up to that generation wrote.
+		 */
+		if (CallData->kept)
+			PushActiveSnapshot(GetLatestSnapshot());
 		load_stats(CallData);
+		if (CallData->kept)
+			PopActiveSnapshot();
+	}
 	return CallData;
 }
 
@@ -820,7 +831,10 @@ RankMovieInfo(const int64 *ids, int n, MovieInfo *info)
 	if (nmiss == 0)
 		return;
 	got = palloc(sizeof(MovieInfo) * nmiss);
+	/* through a snapshot newer than the generation, as current_data() reads the statistics */
+	PushActiveSnapshot(GetLatestSnapshot());
 	fetch_movies(miss, nmiss, got);
+	PopActiveSnapshot();
 	for (i = 0; i < nmiss; i++)
 	{
 		bool		found;
