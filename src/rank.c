@@ -1,7 +1,8 @@
 /*
  * rank.c: the engine's ranking of recsys_recommend, in C over a few index reads.
  *
- * One call reads, through statements prepared once per backend:
+ * One call reads, straight from their primary keys (the executor's start-up would
+ * cost more than these few rows):
  *   - the user's ratings (recsys.ratings and the not yet aggregated
  *     recsys.recent_ratings: one index range each), which give the seeds (the
  *     recsys.recommend_seeds most recent, so a very heavy user costs as much as a
@@ -9,14 +10,18 @@
  *   - the user's favourite genres and their scores (recsys.user_profiles);
  *   - the item neighbours of the seeds (recsys.item_neighbors: one index range a seed).
  * Everything else it needs is the same for every user and changes only when an
- * aggregate commits (or recsys_forget): each movie's count, mean and Bayesian average
- * (recsys.movie_stats), their order by popularity and the best of each genre
- * (recsys.genre_top). Each backend keeps those in memory (about 32 bytes a rated movie)
+ * aggregate commits (or recsys_forget, or a change of recsys.movies): each movie's
+ * count, mean and Bayesian average (recsys.movie_stats), their order by popularity,
+ * the best of each genre (recsys.genre_top) and the catalogue rows of the movies shown
+ * (read by prepared statements). Each backend keeps those in memory (about 32 bytes a
+ * rated movie, at most MOVIES_KEPT_MAX movies shown)
  * under a generation number in shared memory that such a commit bumps
  * (RankDataChangedAfterCommit), and reloads them when the number, or the table itself
- * (a recreated extension), changed. Inside a transaction that changed them, or one
- * with a transaction snapshot (repeatable read, serializable), they are read afresh
- * for the call, so a call always sees what its snapshot sees.
+ * (a recreated extension), changed; the copy is read through a snapshot taken after
+ * the number (not the statement's, which may be older), so it holds at least what
+ * every commit up to that generation wrote. Inside a transaction that changed them,
+ * or one with a transaction snapshot (repeatable read, serializable), they are read
+ * for the call alone, through its own snapshot.
  *
  * Candidates are scored in a hash table (the formula is in recommend.c's header),
  * sorted, and then walked best first: the catalogue rows are read for a batch at a
