@@ -115,4 +115,26 @@ aggregate "${NB[@]}" >/dev/null
 is "$(psql_val "SELECT string_agg(movie_id || '=' || rating, ' ') FROM recsys.ratings WHERE user_id = 3")" "2=4.0" \
     "a rating made after the forget counts"
 
+# a long statement: a backend that reloads the statistics in the middle of one (an
+# aggregate committed after the statement began) reads them as they are now, not as
+# the statement's older snapshot had them, so its next statement is not served stale
+ok_runs=$(psql_val "SELECT count(*) FROM recsys.aggregate_runs WHERE status = 'succeeded'")
+echo "41 8 11 5.0 $(( $(date +%s) + 200 ))" | put_events
+LONG="SELECT count(*) FROM (VALUES (1), (2)) s(g)
+  CROSS JOIN LATERAL (SELECT CASE WHEN s.g = 2 THEN pg_temp.wait_runs($((ok_runs + 1))) ELSE 0 END AS w) w
+  CROSS JOIN LATERAL recsys_recommend(999 + w.w * 0, 4)"
+( wait_for 30 psql -X -qtA -c "SELECT 1/count(*) FROM pg_stat_activity WHERE query LIKE '%(VALUES (1), (2)) s(g)%' AND state = 'active' AND pid <> pg_backend_pid()" \
+    && aggregate "${NB[@]}" >/dev/null ) &
+agg_pid=$!
+kept=$(psql -X -qtA "${C[@]}" -c "CREATE FUNCTION pg_temp.wait_runs(n bigint) RETURNS int LANGUAGE plpgsql AS \$\$
+        BEGIN FOR i IN 1..600 LOOP
+            IF (SELECT count(*) FROM recsys.aggregate_runs WHERE status = 'succeeded') >= n THEN RETURN 1; END IF;
+            PERFORM pg_sleep(0.1); END LOOP; RETURN 0; END \$\$" \
+    -c "$COLD" -c "$LONG" -c "$COLD" 2>&1)
+wait "$agg_pid"
+cold_new=$(psql -X -qtA "${C[@]}" -c "$COLD")
+is "$(sed -n 2p <<<"$kept")" 8 "the long statement ran its 2 calls while the aggregate committed"
+ok "$([ "$(sed -n 1p <<<"$kept")" != "$cold_new" ]; echo $?)" "that aggregate changed the statistics: $(sed -n 1p <<<"$kept") -> $cold_new"
+is "$(sed -n 3p <<<"$kept")" "$cold_new" "the statement after it sees them as a new session does"
+
 done_testing
