@@ -3,7 +3,9 @@
 # 300-aggregate.t (in a world of its own): exact rankings and scores from the item
 # neighbours (cosine of who rated what), the reasons, a dislike pushing its neighbours
 # down, a fresh recsys_rate excluded before any aggregate, the genres and exclude
-# filters applied before the cut, cold and unknown users, argument errors.
+# filters applied before the cut, cold and unknown users, argument errors; and that
+# what a backend keeps between calls (movie statistics, titles) follows every commit
+# that changes it: an aggregate, recsys_forget, an edit of recsys.movies.
 source "$(dirname "$0")/3-aggregate-lib.bash"
 
 agg_isolate
