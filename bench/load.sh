@@ -68,6 +68,7 @@ PGBENCH=$(pg_config --bindir)/pgbench
 export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
 
 die() { echo "load: error: $*" >&2; exit 2; }
+source "$HERE/lib.sh"
 warn() { echo "load: warning: $*" >&2; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
@@ -104,15 +105,7 @@ max_user=$(sed -n 's/.*new users (ids [0-9]*\.\.\([0-9]*\)).*/\1/p' "$dir/shape.
 # ---------------------------------------------------------------- stack
 if [ "$RESET" = 1 ]; then
     echo "load: a fresh stack in $RECSYS_STACK_DIR" >&2
-    "$REPO/test/stack.sh" down >/dev/null 2>&1 || true
-    rm -rf "$RECSYS_STACK_DIR"
-    for try in 1 2 3; do
-        "$REPO/test/stack.sh" up >/dev/null 2>"$BENCH_DIR/stack-up.log" && break
-        [ $try -lt 3 ] || { cat "$BENCH_DIR/stack-up.log" >&2; die "test/stack.sh up failed"; }
-        sleep 2
-    done
-    eval "$("$REPO/test/stack.sh" env)"
-    sleep "$SETTLE"
+    fresh_stack
 fi
 SERVER_LOG=${BENCH_SERVER_LOG:-$RECSYS_STACK_DIR/logs/postgres.log}
 [ -r "$SERVER_LOG" ] || die "cannot read the server log $SERVER_LOG (BENCH_SERVER_LOG)"
