@@ -70,8 +70,11 @@ drop_db() {
 s3_put_bucket "$B" || { echo "Bail out! cannot create bucket $B"; exit 1; }
 export S3_BUCKET=$B
 create_topic "$T" 3
-psql -X -qtA -c "ALTER SYSTEM SET recsys.s3_bucket = '$B'" >/dev/null
+# the topic first: an archiver still catching up on another topic (a suite before this
+# one may have left it re-archiving recsys-events) flushes that into the old bucket,
+# not into B; then the bucket, then the new extension
 use_topic "$T"
+psql -X -qtA -c "ALTER SYSTEM SET recsys.s3_bucket = '$B'" -c "SELECT pg_reload_conf()" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS pg_cron" \
     -c "DROP EXTENSION recsys CASCADE" -c "CREATE EXTENSION recsys" -c "CREATE EXTENSION pg_cron SCHEMA public" >/dev/null
 wait_for 60 on_topic
