@@ -314,10 +314,6 @@ recsys_ingest_resume(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
-/*
- * Start an ingest worker for a new job on abspath (resume_job = 0) or to resume a
- * job, wait for it (async: until its job row is committed), and return its row.
- */
 /* What the caller of a job waits for: its end, or only its start when async. */
 typedef struct IngestWait
 {
@@ -325,6 +321,7 @@ typedef struct IngestWait
 	bool		async;
 } IngestWait;
 
+/* Is the wait over: the job ended, or (async) its row is committed? */
 static bool
 ingest_wait_over(void *arg)
 {
@@ -337,6 +334,10 @@ ingest_wait_over(void *arg)
 	return state == INGEST_DONE || state == INGEST_FAILED || (w->async && state == INGEST_RUNNING);
 }
 
+/*
+ * Start an ingest worker for a new job on abspath (resume_job = 0) or to resume a
+ * job, wait for it (async: until its job row is committed), and return its row.
+ */
 static void
 run_ingest_job(FunctionCallInfo fcinfo, const char *abspath, bool async, bool stop_mode,
 			   int64 resume_job)
