@@ -716,9 +716,28 @@ cmp_cand(const void *a, const void *b)
 	return x->movie_id < y->movie_id ? -1 : x->movie_id > y->movie_id;
 }
 
+/* The non-null elements of a genres filter (text[]) as C strings; *n their count. */
+char	  **
+RankGenresWanted(ArrayType *genres, int *n)
+{
+	Datum	   *e;
+	bool	   *nn;
+	int			ne,
+				j;
+	char	  **want;
+
+	deconstruct_array(genres, TEXTOID, -1, false, TYPALIGN_INT, &e, &nn, &ne);
+	want = palloc(sizeof(char *) * Max(ne, 1));
+	*n = 0;
+	for (j = 0; j < ne; j++)
+		if (!nn[j])
+			want[(*n)++] = TextDatumGetCString(e[j]);
+	return want;
+}
+
 /* Does a text[] of genres hold one of the wanted? */
-static bool
-genres_match(Datum genres, char **want, int nwant)
+bool
+RankGenresMatch(Datum genres, char **want, int nwant)
 {
 	Datum	   *e;
 	bool	   *nn;
@@ -926,17 +945,7 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 
 	/* the filters */
 	if (genres)
-	{
-		Datum	   *e;
-		bool	   *nn;
-		int			ne;
-
-		deconstruct_array(genres, TEXTOID, -1, false, TYPALIGN_INT, &e, &nn, &ne);
-		want = palloc(sizeof(char *) * Max(ne, 1));
-		for (j = 0; j < ne; j++)
-			if (!nn[j])
-				want[nwant++] = TextDatumGetCString(e[j]);
-	}
+		want = RankGenresWanted(genres, &nwant);
 	if (exclude)
 	{
 		Datum	   *e;
@@ -1219,7 +1228,7 @@ RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude, bool
 			RankedMovie *r;
 			int			si;
 
-			if (!info[k].found || (nwant > 0 && !genres_match(info[k].genres, want, nwant)))
+			if (!info[k].found || (nwant > 0 && !RankGenresMatch(info[k].genres, want, nwant)))
 				continue;
 			r = &res[got++];
 			r->movie_id = cd->movie_id;

@@ -53,6 +53,12 @@ extern void RankBeginCall(void);
 extern int	RankMovies(int64 user_id, int limit, ArrayType *genres, ArrayType *exclude,
 					   bool fill, RankedMovie **out);
 
+/* The non-null elements of a genres filter (text[]) as C strings; *n their count. */
+extern char **RankGenresWanted(ArrayType *genres, int *n);
+
+/* Does a text[] of genres hold one of the wanted? */
+extern bool RankGenresMatch(Datum genres, char **want, int nwant);
+
 /* Prepare a statement for the life of the backend, with a generic plan. */
 extern SPIPlanPtr RankKeepPlan(const char *sql, int nargs, Oid *types);
 

@@ -28,7 +28,6 @@
 
 #include <math.h>
 
-#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -475,7 +474,7 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 	int			i,
 				got = 0;
 	int		   *pick;
-	Datum	   *fgen = NULL;
+	char	  **fgen = NULL;
 	int			nfgen = 0;
 	int64	   *excl = NULL;
 	int			nexcl = 0;
@@ -484,11 +483,7 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 	if (cl->n == 0)
 		return false;
 	if (genres)
-	{
-		bool	   *nn;
-
-		deconstruct_array(genres, TEXTOID, -1, false, TYPALIGN_INT, &fgen, &nn, &nfgen);
-	}
+		fgen = RankGenresWanted(genres, &nfgen);
 	if (exclude)
 		excl = int8_values(exclude, &nexcl);
 	/* without a genre filter only the first n + (movies to skip) entries can count */
@@ -506,24 +501,8 @@ serve_list(ReturnSetInfo *rsinfo, const CacheList *cl, int n, ArrayType *genres,
 		if (!info[i].found || id_in(st->recent, st->nrecent, e->movie_id) ||
 			(excl && id_in(excl, nexcl, e->movie_id)))
 			continue;
-		if (genres)
-		{
-			Datum	   *mg;
-			bool	   *nn;
-			int			nmg,
-						a,
-						b;
-			bool		match = false;
-
-			deconstruct_array(DatumGetArrayTypeP(info[i].genres),
-							  TEXTOID, -1, false, TYPALIGN_INT, &mg, &nn, &nmg);
-			for (a = 0; a < nmg && !match; a++)
-				for (b = 0; b < nfgen && !match; b++)
-					match = DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
-																 mg[a], fgen[b]));
-			if (!match)
-				continue;
-		}
+		if (genres && !RankGenresMatch(info[i].genres, fgen, nfgen))
+			continue;
 		pick[got++] = i;
 	}
 	if (got < n)
