@@ -98,9 +98,11 @@ curl -sS -f -o /dev/null -X PUT --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_A
     { say "cannot create bucket $TAG"; exit 2; }
 java -Xms64m -Xmx256m -cp "$TOOLS/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BROKERS" \
     --create --topic "$TAG" --partitions 3 --replication-factor 1 >/dev/null 2>&1 || { say "cannot create topic $TAG"; exit 2; }
+# (after a suite that recreated the extension the archiver may first finish re-archiving
+# another topic: up to 3 minutes for it to take this one)
 "${PSQL[@]}" -c "ALTER SYSTEM SET recsys.kafka_topic = '$TAG'" -c "ALTER SYSTEM SET recsys.s3_bucket = '$TAG'" \
     -c "SELECT pg_reload_conf()" >/dev/null
-wait_until 60 on_topic || { say "the archiver did not take topic $TAG"; exit 2; }
+wait_until 180 on_topic || { say "the archiver did not take topic $TAG"; exit 2; }
 "${PSQL[@]}" -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS pg_cron" -c "DROP EXTENSION recsys CASCADE" \
     -c "CREATE EXTENSION recsys" -c "CREATE EXTENSION pg_cron SCHEMA public" >/dev/null || exit 2
 wait_until 60 on_topic || { say "the archiver did not start on the new extension"; exit 2; }
